@@ -1,0 +1,113 @@
+"""Pure-ASGI middleware: body size limit, request ids, request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+from app.metrics import Metrics
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+KNOWN_ENDPOINTS = {"/classify", "/classify/batch", "/healthz", "/readyz", "/metrics", "/v1/model"}
+
+
+class BodyTooLarge(HTTPException):
+    """Raised inside receive() when the streamed body passes the limit (rendered as 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
+
+
+async def _send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ServiceMiddleware:
+    """Counts every request by endpoint/status, times it, tags it with an id, and caps body size."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in KNOWN_ENDPOINTS else "other"  # bounded label cardinality
+        request_id = uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
+        status_holder = {"status": 500, "started": False}
+        start = time.perf_counter()
+        self.metrics.inflight.inc()
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["started"] = True
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        too_large = self._declared_too_large(scope)
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
+
+        try:
+            if too_large:
+                await self._reject_large(send_wrapper, request_id)
+            else:
+                try:
+                    await self.app(scope, receive_wrapper, send_wrapper)
+                except BodyTooLarge:
+                    if not status_holder["started"]:
+                        await self._reject_large(send_wrapper, request_id)
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status_holder["status"])).inc()
+            self.metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - start)
+
+    def _declared_too_large(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    return int(value) > self.max_body_bytes
+                except ValueError:
+                    return False
+        return False
+
+    async def _reject_large(self, send: Send, request_id: str) -> None:
+        body = {
+            "error": {
+                "code": "body_too_large",
+                "message": f"request body exceeds {self.max_body_bytes} bytes",
+                "request_id": request_id,
+            }
+        }
+        await _send_json(send, 413, body, [])

@@ -1,0 +1,112 @@
+"""Backend ABC: tokenize -> infer -> postprocess, with a registry of named backends."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from app.package import BACKEND_FILES, TOKENIZER_FILE, Manifest, PackageError, verify_package
+from app.tokenizer import Encoded, TextEncoder
+
+logger = logging.getLogger(__name__)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable row-wise softmax in float32."""
+    z = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+class Backend(ABC):
+    """One way of running a package's model; subclasses implement `infer`."""
+
+    name: ClassVar[str]
+    precision: ClassVar[str] = "fp32"
+
+    def __init__(self, package_dir: Path, manifest: Manifest, num_threads: int = 0) -> None:
+        self.package_dir = Path(package_dir)
+        self.manifest = manifest
+        self.num_threads = num_threads
+        self.encoder = self.make_encoder()
+        self.load()
+        self.check_output_size()
+
+    @classmethod
+    def required_files(cls) -> set[str]:
+        """Files of the package this backend reads."""
+        return {BACKEND_FILES[cls.name], TOKENIZER_FILE}
+
+    def make_encoder(self) -> TextEncoder | None:
+        """The tokenizer from the package's tokenizer.json."""
+        return TextEncoder(self.package_dir, self.manifest.max_length)
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights; called once from __init__."""
+
+    @abstractmethod
+    def infer(self, batch: Encoded) -> np.ndarray:
+        """Logits of shape (batch, num_labels), float32."""
+
+    def tokenize(self, texts: list[str]) -> Encoded:
+        """Texts -> padded batch."""
+        assert self.encoder is not None
+        return self.encoder(texts)
+
+    def postprocess(self, logits: np.ndarray) -> np.ndarray:
+        """Logits -> probabilities."""
+        return softmax(logits)
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """Probabilities for a batch of texts, shape (len(texts), num_labels)."""
+        return self.postprocess(self.infer(self.tokenize(texts)))
+
+    def check_output_size(self) -> None:
+        """Refuse a model whose logits do not match the manifest's labels."""
+        n = self.infer(self.tokenize(["hello"])).shape[-1]
+        if n != len(self.manifest.labels):
+            raise PackageError(f"model outputs {n} logits but the manifest lists {len(self.manifest.labels)} labels")
+
+    def warmup(self, runs: int) -> None:
+        """Run a few batches so first requests do not pay one-off allocation costs."""
+        for i in range(runs):
+            self.predict(["warm up the model"] * (1 + 7 * (i % 2)))
+
+
+# name -> "module:Class"; imported lazily so the ONNX path never imports torch.
+REGISTRY: dict[str, str] = {
+    "torch": "app.backends.torch:TorchBackend",
+    "torch-int8": "app.backends.torch:TorchInt8Backend",
+    "onnx": "app.backends.onnx:OnnxBackend",
+    "onnx-int8": "app.backends.onnx:OnnxInt8Backend",
+    "fake": "app.backends.fake:FakeBackend",
+}
+
+
+def backend_class(name: str) -> type[Backend]:
+    """Resolve a backend name to its class, with a clear error for unknown names."""
+    if name not in REGISTRY:
+        raise PackageError(f"unknown backend {name!r}; choose one of {sorted(REGISTRY)}")
+    module_name, cls_name = REGISTRY[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = "torch" if name.startswith("torch") else "serve"
+        raise PackageError(
+            f"backend {name!r} needs a missing dependency ({exc.name}); install it with `pip install -e .[{extra}]`"
+        ) from exc
+    return getattr(module, cls_name)
+
+
+def load_backend(name: str, package_dir: Path, num_threads: int = 0) -> Backend:
+    """Verify the package for `name` and load it."""
+    cls = backend_class(name)
+    manifest = verify_package(Path(package_dir), name, cls.required_files())
+    return cls(package_dir, manifest, num_threads)

@@ -1,0 +1,56 @@
+"""App factory with a readable lifecycle: settings -> load + warm up -> ready -> serve -> drain."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.errors import install_error_handlers
+from app.api.middleware import ServiceMiddleware
+from app.api.routes import router
+from app.core.config import Settings
+from app.metrics import Metrics
+from app.service import IntentClassifier
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, classifier: IntentClassifier | None = None) -> FastAPI:
+    """Build the ASGI app; the model is loaded in the lifespan unless one is passed in."""
+    settings = settings or Settings()
+    metrics = classifier.metrics if classifier is not None else Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = classifier or IntentClassifier.load(settings, metrics)
+        metrics.model_info.labels(
+            model=runtime.manifest.name, backend=runtime.backend.name, precision=runtime.backend.precision
+        ).set(1)
+        await runtime.batcher.start()
+        app.state.classifier = runtime
+        app.state.ready = True
+        logger.info("ready: serving %s on backend %s", runtime.manifest.name, runtime.backend.name)
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await runtime.batcher.stop()
+            logger.info("stopped")
+
+    app = FastAPI(
+        title="intentserve",
+        version="0.1.0",
+        summary="Intent classification (CLINC150) with an out-of-scope fallback",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.classifier = None
+    app.state.ready = False
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,52 @@
+"""Prometheus metrics (names and labels as agreed in DESIGN.md), one registry per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# 0.5 ms .. 2 s, roughly x2 per step: resolves both int8 single queries and overload tails.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    """All service metrics on a private registry (tests build many apps in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "intent_requests_total",
+            "HTTP requests by endpoint and status code",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "intent_request_duration_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "intent_inference_duration_seconds",
+            "Model time per batch (tokenize + infer + postprocess)",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "intent_queue_wait_seconds",
+            "Time a text waited for its batch to start",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram("intent_batch_size", "Texts per model call", buckets=BATCH_BUCKETS, registry=r)
+        self.predictions = Counter("intent_predictions_total", "Returned intents", ["intent"], registry=r)
+        self.oos = Counter("intent_oos_total", "Out-of-scope answers by reason", ["reason"], registry=r)
+        self.inflight = Gauge("intent_inflight_requests", "Requests being handled", registry=r)
+        self.model_info = Gauge(
+            "intent_model_info", "Loaded model (value 1)", ["model", "backend", "precision"], registry=r
+        )
+        for reason in ("oos_label", "low_confidence"):
+            self.oos.labels(reason=reason)

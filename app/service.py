@@ -1,0 +1,98 @@
+"""The classifier runtime: backend + batcher + out-of-scope decision + fallback message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+
+from app.backends.base import Backend, load_backend
+from app.batcher import MicroBatcher
+from app.core.config import Settings
+from app.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+def fallback_message(domains: list[str]) -> str:
+    """What the assistant tells a user whose request is out of scope."""
+    if not domains:
+        return "Sorry, I can't help with that."
+    names = [d.replace("_", " ") for d in domains]
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+    return f"Sorry, I can't help with that. I can help with {listed}."
+
+
+class IntentClassifier:
+    """Turns probabilities into API answers; owns the micro-batcher."""
+
+    def __init__(self, backend: Backend, settings: Settings, metrics: Metrics) -> None:
+        self.backend = backend
+        self.manifest = backend.manifest
+        self.metrics = metrics
+        self.labels = np.asarray(self.manifest.labels, dtype=object)
+        self.oos_index = self.manifest.labels.index(self.manifest.oos_label)
+        self.threshold = settings.oos_threshold if settings.oos_threshold is not None else self.manifest.oos_threshold
+        self.domains = sorted(self.manifest.domains)
+        self.fallback = {"message": fallback_message(self.domains), "domains": self.domains}
+        self.batcher = MicroBatcher(
+            self._predict, settings.max_batch_size, settings.max_wait_ms, on_batch=self._observe_batch
+        )
+
+    @classmethod
+    def load(cls, settings: Settings, metrics: Metrics) -> IntentClassifier:
+        """Verify + load the configured package and backend, then warm it up."""
+        backend = load_backend(settings.backend, settings.model_dir, settings.num_threads)
+        backend.warmup(settings.warmup_runs)
+        logger.info(
+            "loaded package %r (%s) with backend %s",
+            backend.manifest.name,
+            settings.model_dir,
+            settings.backend,
+        )
+        return cls(backend, settings, metrics)
+
+    def _predict(self, texts: list[str]) -> np.ndarray:
+        return self.backend.predict(texts)
+
+    def _observe_batch(self, size: int, seconds: float, waits: list[float]) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.inference_duration.labels(backend=self.backend.name).observe(seconds)
+        for wait in waits:
+            self.metrics.queue_wait.observe(wait)
+
+    def decide(self, probs: np.ndarray, top_k: int) -> dict[str, Any]:
+        """Arg-max label unless it is `oos` or its probability is under the threshold."""
+        order = np.argsort(-probs)
+        best = int(order[0])
+        confidence = float(probs[best])
+        reason = None
+        if best == self.oos_index:
+            reason = "oos_label"
+        elif confidence < self.threshold:
+            reason = "low_confidence"
+        intent = self.manifest.oos_label if reason else str(self.labels[best])
+        alternatives = [
+            {"intent": str(self.labels[i]), "confidence": float(probs[i])}
+            for i in order[: top_k + 1]
+            if str(self.labels[i]) != intent
+        ][:top_k]
+        self.metrics.predictions.labels(intent=intent).inc()
+        if reason:
+            self.metrics.oos.labels(reason=reason).inc()
+        return {
+            "intent": intent,
+            "confidence": confidence,
+            "oos": reason is not None,
+            "fallback": self.fallback if reason else None,
+            "alternatives": alternatives,
+            "model": self.manifest.name,
+            "backend": self.backend.name,
+        }
+
+    async def classify(self, texts: list[str], top_k: int) -> list[dict[str, Any]]:
+        """Classify texts through the batcher (each text is its own queue item)."""
+        rows = await asyncio.gather(*(self.batcher.submit(t) for t in texts))
+        return [self.decide(row, top_k) for row in rows]

@@ -1,0 +1,5 @@
+"""`python -m compression`: the offline compression CLI."""
+
+from compression.cli import main
+
+raise SystemExit(main())

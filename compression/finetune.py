@@ -1,0 +1,114 @@
+"""Fine-tune any HF encoder (id or local dir) into a CLINC150 intent classifier package."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from compression.config import FinetuneConfig
+from compression.data import ClincData, Split, load_clinc
+from compression.packaging import save_torch_package
+
+logger = logging.getLogger(__name__)
+
+
+class EncodedSplit:
+    """A torch-style dataset of tokenized texts with integer labels."""
+
+    def __init__(self, split: Split, tokenizer: Any, label2id: dict[str, int], max_length: int) -> None:
+        enc = tokenizer(split.texts, truncation=True, max_length=max_length)
+        self.rows = [
+            {"input_ids": ids, "attention_mask": mask, "labels": label2id[label]}
+            for ids, mask, label in zip(enc["input_ids"], enc["attention_mask"], split.labels, strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+def training_args(cfg: FinetuneConfig, work_dir: Path) -> Any:
+    """TrainingArguments shared by fine-tuning and distillation (CPU, no checkpoints)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        lr_scheduler_type="linear",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=100,
+        report_to=[],
+        seed=cfg.seed,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+
+
+def load_classifier(model_id: str, labels: list[str]) -> tuple[Any, Any]:
+    """Load tokenizer + a sequence classifier head over `labels` from an HF id or local dir."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_id)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{model_id} has no fast tokenizer (tokenizer.json); the service needs one")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_id,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        ignore_mismatched_sizes=True,
+    )
+    return tokenizer, model
+
+
+def finetune(cfg: FinetuneConfig, data: ClincData | None = None) -> Path:
+    """Train and save a package at cfg.output_dir; returns its path."""
+    import tempfile
+
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    set_seed(cfg.seed)
+    data = data or load_clinc()
+    tokenizer, model = load_classifier(cfg.base_model, data.labels)
+    label2id = {label: i for i, label in enumerate(data.labels)}
+    train = data.train if cfg.max_train_samples is None else data.train.subset(cfg.max_train_samples, cfg.seed)
+    train_ds = EncodedSplit(train, tokenizer, label2id, cfg.max_length)
+    logger.info("fine-tuning %s on %d examples for %s epochs", cfg.base_model, len(train_ds), cfg.epochs)
+    with tempfile.TemporaryDirectory() as work:
+        trainer = Trainer(
+            model=model,
+            args=training_args(cfg, Path(work)),
+            train_dataset=train_ds,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        trainer.train()
+    model.eval()
+    source = {
+        "base_model": cfg.base_model,
+        "dataset": data.source,
+        "step": "finetune",
+        "hyperparameters": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+    }
+    save_torch_package(
+        model,
+        tokenizer,
+        cfg.output_dir,
+        name=cfg.name,
+        labels=data.labels,
+        domains=data.domains,
+        max_length=cfg.max_length,
+        source=source,
+    )
+    return Path(cfg.output_dir)

@@ -1,0 +1,60 @@
+"""Save a PyTorch classifier + tokenizer as a model package (DESIGN.md contract)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from app.package import MANIFEST, Manifest, read_manifest, write_manifest
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def save_torch_package(
+    model: Any,
+    tokenizer: Any,
+    out_dir: Path,
+    *,
+    name: str,
+    labels: list[str],
+    domains: dict[str, list[str]],
+    max_length: int,
+    source: dict[str, Any],
+    oos_threshold: float = 0.0,
+) -> Manifest:
+    """Write config, safetensors weights, tokenizer files and manifest into a fresh folder."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {label: i for i, label in enumerate(labels)}
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    if not (out_dir / "tokenizer.json").is_file():
+        raise RuntimeError("the tokenizer has no fast (tokenizers) version; the service needs tokenizer.json")
+    for extra in out_dir.iterdir():
+        # Keep the package to the contract; drop e.g. training_args or added_tokens files.
+        if extra.name not in {*TOKENIZER_FILES, "config.json", "model.safetensors", MANIFEST}:
+            extra.unlink() if extra.is_file() else shutil.rmtree(extra)
+    manifest = Manifest(
+        name=name,
+        labels=labels,
+        oos_threshold=oos_threshold,
+        max_length=max_length,
+        domains=domains,
+        source=source,
+    )
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def refresh_manifest(package_dir: Path) -> Manifest:
+    """Re-hash files after a step added or replaced some."""
+    manifest = read_manifest(package_dir)
+    write_manifest(package_dir, manifest)
+    return manifest
