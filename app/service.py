@@ -11,9 +11,12 @@ import numpy as np
 from app.backends.base import Backend, load_backend
 from app.batcher import MicroBatcher
 from app.core.config import Settings
+from app.decision import decide
 from app.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+
+REASONS = {0: None, 1: "oos_label", 2: "low_confidence"}
 
 
 def fallback_message(domains: list[str]) -> str:
@@ -65,28 +68,21 @@ class IntentClassifier:
 
     def decide(self, probs: np.ndarray, top_k: int) -> dict[str, Any]:
         """Arg-max label unless it is `oos` or its probability is under the threshold."""
-        order = np.argsort(-probs)
-        best = int(order[0])
-        confidence = float(probs[best])
-        reason = None
-        if best == self.oos_index:
-            reason = "oos_label"
-        elif confidence < self.threshold:
-            reason = "low_confidence"
-        intent = self.manifest.oos_label if reason else str(self.labels[best])
+        predicted, reason = decide(probs[None, :], self.oos_index, self.threshold)
+        label_index, why = int(predicted[0]), REASONS[int(reason[0])]
+        intent = str(self.labels[label_index])
+        order = np.argsort(-probs)[: top_k + 1]
         alternatives = [
-            {"intent": str(self.labels[i]), "confidence": float(probs[i])}
-            for i in order[: top_k + 1]
-            if str(self.labels[i]) != intent
+            {"intent": str(self.labels[i]), "confidence": float(probs[i])} for i in order if i != label_index
         ][:top_k]
         self.metrics.predictions.labels(intent=intent).inc()
-        if reason:
-            self.metrics.oos.labels(reason=reason).inc()
+        if why:
+            self.metrics.oos.labels(reason=why).inc()
         return {
             "intent": intent,
-            "confidence": confidence,
-            "oos": reason is not None,
-            "fallback": self.fallback if reason else None,
+            "confidence": float(probs.max()),
+            "oos": why is not None,
+            "fallback": self.fallback if why else None,
             "alternatives": alternatives,
             "model": self.manifest.name,
             "backend": self.backend.name,

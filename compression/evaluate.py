@@ -1,0 +1,118 @@
+"""Evaluate a package on CLINC150 through the serving backends: accuracy, size, latency."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from app.backends.base import Backend, load_backend
+from app.decision import decide
+from app.package import BackendMetrics, Manifest, package_size_mb, read_manifest, update_manifest
+from compression.data import Split
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how to time it."""
+
+    package_dir: Path = Path("artifacts/teacher")
+    backends: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+    batch_size: int = 64
+    latency_runs: int = 200
+    warmup_runs: int = 20
+    num_threads: int = 0
+
+
+def predict_probs(backend: Backend, split: Split, batch_size: int, desc: str = "") -> np.ndarray:
+    """Probabilities for every text of a split, batched (sorted by length to pad less)."""
+    order = np.argsort([len(t) for t in split.texts], kind="stable")
+    out = np.empty((len(split), len(backend.manifest.labels)), dtype=np.float32)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc or backend.name, leave=False):
+        idx = order[start : start + batch_size]
+        out[idx] = backend.predict([split.texts[i] for i in idx])
+    return out
+
+
+def scores(probs: np.ndarray, gold: list[str], manifest: Manifest, threshold: float) -> dict[str, float]:
+    """Overall accuracy, in-scope accuracy and oos recall with the oos rule of the service."""
+    label2id = {label: i for i, label in enumerate(manifest.labels)}
+    oos = label2id[manifest.oos_label]
+    y = np.asarray([label2id[g] for g in gold])
+    pred, _ = decide(probs, oos, threshold)
+    in_scope = y != oos
+    return {
+        "accuracy": float((pred == y).mean()),
+        "in_scope_accuracy": float((pred[in_scope] == y[in_scope]).mean()),
+        "oos_recall": float((pred[~in_scope] == oos).mean()) if (~in_scope).any() else float("nan"),
+    }
+
+
+def latency_ms(backend: Backend, queries: list[str], runs: int, warmup: int) -> dict[str, float]:
+    """Single-query latency (tokenize + infer + softmax) over `runs` timed calls after warm-up."""
+    for i in range(warmup):
+        backend.predict([queries[i % len(queries)]])
+    times = []
+    for i in range(runs):
+        query = queries[i % len(queries)]
+        start = time.perf_counter()
+        backend.predict([query])
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {
+        "mean": statistics.fmean(times),
+        "std": statistics.pstdev(times),
+        "p50": times[len(times) // 2],
+        "p99": times[min(len(times) - 1, int(0.99 * len(times)))],
+    }
+
+
+def latency_queries(test: Split, n: int = 100) -> list[str]:
+    """A fixed, reproducible set of real test queries for timing."""
+    return test.subset(n, seed=1234).texts
+
+
+def evaluate(cfg: EvalConfig, test: Split) -> dict[str, dict[str, float]]:
+    """Evaluate each available backend on the test split and store the figures in the manifest."""
+    manifest = read_manifest(cfg.package_dir)
+    queries = latency_queries(test)
+    results: dict[str, dict[str, float]] = {}
+    for name in cfg.backends:
+        if name not in manifest.backends:
+            logger.warning("skipping %s: not in package %s", name, cfg.package_dir)
+            continue
+        backend = load_backend(name, cfg.package_dir, cfg.num_threads)
+        probs = predict_probs(backend, test, cfg.batch_size, desc=f"evaluate {name}")
+        row = scores(probs, test.labels, manifest, manifest.oos_threshold)
+        lat = latency_ms(backend, queries, cfg.latency_runs, cfg.warmup_runs)
+        row |= {"size_mb": package_size_mb(cfg.package_dir, name), "latency_p50_ms": lat["p50"]}
+        row |= {"latency_p99_ms": lat["p99"], "latency_mean_ms": lat["mean"], "latency_std_ms": lat["std"]}
+        results[name] = row
+        logger.info("%s: %s", name, {k: round(v, 4) for k, v in row.items()})
+        del backend
+    metrics = dict(manifest.metrics)
+    for name, row in results.items():
+        metrics[name] = BackendMetrics(**{k: v for k, v in row.items() if k in BackendMetrics.model_fields})
+    update_manifest(cfg.package_dir, metrics=metrics)
+    return results
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """Markdown table of evaluate() results."""
+    lines = [
+        "| backend | accuracy | in-scope acc | oos recall | size MB | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['accuracy']:.4f} | {r['in_scope_accuracy']:.4f} | {r['oos_recall']:.4f} | "
+            f"{r['size_mb']:.1f} | {r['latency_p50_ms']:.2f} | {r['latency_p99_ms']:.2f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""The HTTP API through the real app: answers, fallback, model info, health and readiness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from app.main import create_app
+from tests.app.conftest import running_app
+
+pytestmark = pytest.mark.anyio
+
+BACKENDS = ["torch", "torch-int8", "onnx", "onnx-int8"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_classify_in_scope_on_every_backend(tiny_package: Path, backend: str) -> None:
+    async with running_app(tiny_package, backend) as (client, _):
+        r = await client.post("/classify", json={"text": "please transfer my money", "top_k": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["intent"] == "transfer"
+    assert body["oos"] is False
+    assert body["fallback"] is None
+    assert body["backend"] == backend
+    assert body["model"] == "tiny-bert"
+    assert 0.3 <= body["confidence"] <= 1.0
+    assert len(body["alternatives"]) == 2
+    assert all(a["intent"] != "transfer" for a in body["alternatives"])
+    assert body["alternatives"][0]["confidence"] >= body["alternatives"][1]["confidence"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_oos_label_gives_fallback_listing_domains(tiny_package: Path, backend: str) -> None:
+    async with running_app(tiny_package, backend) as (client, _):
+        r = await client.post("/classify", json={"text": "what is the dow stock doing"})
+    body = r.json()
+    assert r.status_code == 200
+    assert body["intent"] == "oos"
+    assert body["oos"] is True
+    assert body["fallback"]["domains"] == ["banking", "travel", "utility"]
+    assert "banking, travel and utility" in body["fallback"]["message"]
+
+
+async def test_low_confidence_is_oos_with_threshold_override(tiny_package: Path) -> None:
+    async with running_app(tiny_package, "onnx", oos_threshold=0.999) as (client, app):
+        r = await client.post("/classify", json={"text": "please transfer my money", "top_k": 1})
+        metrics = (await client.get("/metrics")).text
+    body = r.json()
+    assert body["intent"] == "oos"
+    assert body["oos"] is True
+    # The model's best in-scope guess survives as the first alternative.
+    assert body["alternatives"] == [{"intent": "transfer", "confidence": pytest.approx(body["confidence"])}]
+    assert 'intent_oos_total{reason="low_confidence"} 1.0' in metrics
+
+
+async def test_batch_keeps_request_order(tiny_package: Path) -> None:
+    texts = ["is it sunny", "set a timer", "transfer money", "my account balance", "translate to spanish"]
+    async with running_app(tiny_package, "onnx-int8") as (client, _):
+        r = await client.post("/classify/batch", json={"texts": texts, "top_k": 0})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["intent"] for x in results] == ["weather", "timer", "transfer", "balance", "translate"]
+    assert all(x["alternatives"] == [] for x in results)
+
+
+async def test_fake_backend_needs_no_weights(manifest_only_package: Path) -> None:
+    async with running_app(manifest_only_package, "fake") as (client, _):
+        r = await client.post("/classify", json={"text": "what is the weather"})
+        oos = await client.post("/classify", json={"text": "nothing matches here"})
+    assert r.json()["intent"] == "weather"
+    assert oos.json()["oos"] is True  # flat scores: confidence 1/6 < threshold 0.3
+
+
+async def test_model_info_and_health(tiny_package: Path) -> None:
+    async with running_app(tiny_package, "onnx") as (client, _):
+        info = (await client.get("/v1/model")).json()
+        health = await client.get("/healthz")
+        ready = await client.get("/readyz")
+    assert info["name"] == "tiny-bert"
+    assert info["labels"] == 6
+    assert info["backend"] == "onnx"
+    assert info["precision"] == "fp32"
+    assert info["oos_threshold"] == pytest.approx(0.3)
+    assert health.status_code == 200
+    assert ready.status_code == 200
+
+
+async def test_not_ready_before_lifespan_and_after_shutdown(tiny_package: Path) -> None:
+    app = create_app(Settings(model_dir=tiny_package, backend="onnx"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        r = await client.get("/readyz")
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+        r = await client.post("/classify", json={"text": "transfer money"})
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "not_ready"
+        async with app.router.lifespan_context(app):
+            assert (await client.get("/readyz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_request_id_header(tiny_package: Path) -> None:
+    async with running_app(tiny_package, "onnx") as (client, _):
+        r = await client.post("/classify", json={"text": ""})
+    assert r.headers["x-request-id"] == r.json()["error"]["request_id"]

@@ -1,0 +1,107 @@
+"""`python -m app` refuses a bad package or setting with one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.core.config import Settings
+from app.metrics import Metrics
+from app.package import PackageError, read_manifest, write_manifest
+from app.service import IntentClassifier
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(package: Path, backend: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INTENT_")}
+    environ |= {"INTENT_MODEL_DIR": str(package), "INTENT_BACKEND": backend, "INTENT_PORT": "1", **env}
+    return subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
+    )
+
+
+def damage_missing_file(pkg: Path) -> None:
+    (pkg / "model.onnx").unlink()
+
+
+def damage_sha(pkg: Path) -> None:
+    with (pkg / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")
+
+
+def damage_tokenizer(pkg: Path) -> None:
+    (pkg / "tokenizer.json").write_text("{}")
+
+
+def damage_label_count(pkg: Path) -> None:
+    manifest = read_manifest(pkg)
+    manifest.labels = [*manifest.labels, "extra_label"]
+    write_manifest(pkg, manifest)
+
+
+def damage_backend_list(pkg: Path) -> None:
+    (pkg / "model_quantized.onnx").unlink()
+    write_manifest(pkg, read_manifest(pkg))  # re-hash: the package honestly lacks onnx-int8
+
+
+def damage_manifest_json(pkg: Path) -> None:
+    (pkg / "manifest.json").write_text("{not json")
+
+
+def damage_schema(pkg: Path) -> None:
+    data = json.loads((pkg / "manifest.json").read_text())
+    data["schema_version"] = 99
+    (pkg / "manifest.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "backend", "message"),
+    [
+        (damage_missing_file, "onnx", "package file missing:"),
+        (damage_sha, "onnx", "sha256 mismatch for"),
+        (damage_tokenizer, "onnx", "sha256 mismatch for"),
+        (damage_label_count, "onnx", "model outputs 6 logits but the manifest lists 7 labels"),
+        (damage_backend_list, "onnx-int8", "backend 'onnx-int8' is not in package"),
+        (damage_manifest_json, "onnx", "is not valid JSON"),
+        (damage_schema, "onnx", "schema_version 99 is not supported"),
+        (None, "tensorrt", "unknown backend 'tensorrt'"),
+    ],
+)
+def test_bad_package_exits_with_one_clear_line(package_copy: Path, damage, backend: str, message: str) -> None:
+    if damage is not None:
+        damage(package_copy)
+    proc = start(package_copy, backend)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("intentserve: error: ")
+    assert message in lines[0]
+
+
+def test_missing_package_dir(tmp_path: Path) -> None:
+    proc = start(tmp_path / "nowhere", "onnx")
+    assert proc.returncode == 2
+    assert "model package directory not found" in proc.stderr
+
+
+def test_invalid_setting(tiny_package: Path) -> None:
+    proc = start(tiny_package, "onnx", INTENT_MAX_BATCH_SIZE="zero")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("intentserve: error: invalid setting INTENT_MAX_BATCH_SIZE")
+
+
+def test_good_package_loads_in_process(tiny_package: Path) -> None:
+    classifier = IntentClassifier.load(Settings(model_dir=tiny_package, backend="onnx-int8"), Metrics())
+    assert classifier.backend.name == "onnx-int8"
+
+
+def test_tampered_package_never_loads_in_process(package_copy: Path) -> None:
+    damage_sha(package_copy)
+    with pytest.raises(PackageError, match="sha256 mismatch"):
+        IntentClassifier.load(Settings(model_dir=package_copy, backend="onnx"), Metrics())

@@ -1,0 +1,102 @@
+"""Bad requests get a 4xx with a clear message, never a 5xx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import running_app
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+CASES = [
+    # (path, kwargs for client.post, status, substring of the message)
+    ("/classify", {"json": {"text": ""}}, 422, "text: must not be empty"),
+    ("/classify", {"json": {"text": " \t\n "}}, 422, "whitespace"),
+    ("/classify", {"json": {"text": "x" * 201}}, 422, "201 characters exceeds the limit of 200"),
+    ("/classify", {"json": {"text": 123}}, 422, "text: Input should be a valid string"),
+    ("/classify", {"json": {"text": ["a"]}}, 422, "text: Input should be a valid string"),
+    ("/classify", {"json": {}}, 422, "text: Field required"),
+    ("/classify", {"json": {"text": "hi", "top_k": "3"}}, 422, "top_k: Input should be a valid integer"),
+    ("/classify", {"json": {"text": "hi", "top_k": -1}}, 422, "top_k: Input should be greater than or equal to 0"),
+    ("/classify", {"json": {"text": "hi", "top_k": 11}}, 422, "top_k: must be at most 10"),
+    ("/classify", {"json": {"text": "hi", "extra": 1}}, 422, "extra: Extra inputs are not permitted"),
+    ("/classify", {"json": ["text"]}, 400, "must be a JSON object"),
+    ("/classify", {"json": None}, 400, "must be a JSON object"),
+    (
+        "/classify",
+        {"content": b'{"text": "unterminated', "headers": {"content-type": "application/json"}},
+        400,
+        "not valid JSON",
+    ),
+    (
+        "/classify",
+        {"content": b"\xff\xfe\x00garbage", "headers": {"content-type": "application/json"}},
+        400,
+        "not valid JSON",
+    ),
+    ("/classify", {"content": b"text=hello", "headers": {"content-type": "text/plain"}}, 400, "must be a JSON object"),
+    ("/classify/batch", {"json": {"texts": []}}, 422, "texts: must contain at least one text"),
+    ("/classify/batch", {"json": {"texts": ["a b"] * 9}}, 422, "9 texts exceeds the limit of 8"),
+    ("/classify/batch", {"json": {"texts": ["ok", ""]}}, 422, "texts.1: must not be empty"),
+    ("/classify/batch", {"json": {"texts": ["ok", 5]}}, 422, "texts.1: Input should be a valid string"),
+    ("/classify/batch", {"json": {"texts": "not a list"}}, 422, "texts: Input should be a valid list"),
+    ("/nope", {"json": {}}, 404, "Not Found"),
+]
+
+
+@pytest.mark.parametrize(("path", "kwargs", "status", "message"), CASES)
+async def test_bad_request(manifest_only_package: Path, path: str, kwargs: dict, status: int, message: str) -> None:
+    async with running_app(manifest_only_package, "fake", max_text_chars=200, max_batch_texts=8) as (client, _):
+        r = await client.post(path, **kwargs)
+        metrics = (await client.get("/metrics")).text
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert message in error["message"]
+    assert error["request_id"]
+    endpoint = path if path != "/nope" else "other"
+    assert f'intent_requests_total{{endpoint="{endpoint}",status="{status}"}} 1.0' in metrics
+
+
+async def test_wrong_method(manifest_only_package: Path) -> None:
+    async with running_app(manifest_only_package, "fake") as (client, _):
+        r = await client.get("/classify")
+    assert r.status_code == 405
+    assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_body_over_64_kib_is_refused(manifest_only_package: Path, declared: bool) -> None:
+    payload = b'{"text": "' + b"a" * 70_000 + b'"}'
+
+    async def chunks():
+        for i in range(0, len(payload), 8192):
+            yield payload[i : i + 8192]
+
+    async with running_app(manifest_only_package, "fake", max_text_chars=100_000) as (client, app):
+        calls = app.state.classifier.backend.calls
+        before = len(calls)
+        content = payload if declared else chunks()  # a generator body has no content-length
+        r = await client.post("/classify", content=content, headers={"content-type": "application/json"})
+        refused_calls = len(calls) - before
+        after = await client.post("/classify", json={"text": "weather"})
+    assert r.status_code == 413
+    assert refused_calls == 0  # the model never saw the oversized request
+    assert r.json()["error"]["message"] == "request body exceeds 65536 bytes"
+    assert after.status_code == 200  # the service is unharmed
+    assert calls[-1] == 1
+
+
+async def test_unicode_and_control_characters_are_fine(manifest_only_package: Path) -> None:
+    texts = ["météo ☀️ weather", "\u202eweather\u202c", "weather\x00\x01", "天气 weather", "🙂" * 50]
+    async with running_app(manifest_only_package, "fake") as (client, _):
+        for text in texts:
+            r = await client.post("/classify", json={"text": text})
+            assert r.status_code == 200, (text, r.text)
