@@ -40,33 +40,43 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self.closing = False
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the worker task on the running loop."""
+        self.closing = False
         self.task = asyncio.create_task(self._run(), name="micro-batcher")
 
-    async def stop(self) -> None:
-        """Cancel the worker, fail queued callers, release the thread."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Refuse new texts, finish every queued one (bounded by timeout), then release the thread."""
+        self.closing = True
+        if self.task is not None and not self.task.done():
+            self.queue.put_nowait(None)  # sentinel: the last item, since submit() now refuses
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), timeout)
+            except TimeoutError:
+                logger.warning("batcher did not drain within %.1f s; failing the rest", timeout)
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.task
         while not self.queue.empty():
             item = self.queue.get_nowait()
-            if not item.future.done():
+            if item is not None and not item.future.done():
                 item.future.set_exception(InferenceError("service is shutting down"))
-        self.executor.shutdown(wait=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, text: str) -> np.ndarray:
         """Queue one text and wait for its probability row."""
+        if self.closing:
+            raise InferenceError("service is shutting down")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         await self.queue.put(_Item(text, future))
         return await future
 
-    async def _collect(self) -> list[_Item]:
+    async def _collect(self) -> list[_Item | None]:
         """First item blocks; the rest are whatever is queued, plus a short wait only under load."""
         batch = [await self.queue.get()]
         while len(batch) < self.max_batch_size and not self.queue.empty():
@@ -87,24 +97,35 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
+            collected = await self._collect()
+            stopping = None in collected
             # Callers that went away while queued cost no model time.
-            batch = [item for item in batch if not item.future.done()]
-            if not batch:
-                continue
-            start = time.perf_counter()
-            waits = [start - item.enqueued for item in batch]
-            try:
-                probs = await loop.run_in_executor(self.executor, self.predict, [i.text for i in batch])
-            except Exception as exc:
-                logger.exception("inference failed on a batch of %d", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(InferenceError("inference failed"))
-                del exc
-                continue
-            if self.on_batch is not None:
-                self.on_batch(len(batch), time.perf_counter() - start, waits)
-            for item, row in zip(batch, probs, strict=True):
-                if not item.future.done():
-                    item.future.set_result(row)
+            batch = [item for item in collected if item is not None and not item.future.done()]
+            if batch:
+                await self._process(loop, batch)
+            if stopping:
+                return
+
+    async def _process(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        start = time.perf_counter()
+        waits = [start - item.enqueued for item in batch]
+        try:
+            probs = await loop.run_in_executor(self.executor, self.predict, [i.text for i in batch])
+        except asyncio.CancelledError:
+            self._fail(batch, "service is shutting down")
+            raise
+        except Exception:
+            logger.exception("inference failed on a batch of %d", len(batch))
+            self._fail(batch, "inference failed")
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(batch), time.perf_counter() - start, waits)
+        for item, row in zip(batch, probs, strict=True):
+            if not item.future.done():
+                item.future.set_result(row)
+
+    @staticmethod
+    def _fail(batch: list[_Item], message: str) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(InferenceError(message))

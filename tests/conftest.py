@@ -35,7 +35,7 @@ def synthetic_split(n: int, seed: int) -> tuple[list[str], list[str]]:
     texts, labels = [], []
     for i in range(n):
         label = LABELS[i % len(LABELS)]
-        words = rng.sample(FILLER, 3) + [rng.choice(KEYWORDS[label])]
+        words = [*rng.sample(FILLER, 3), rng.choice(KEYWORDS[label])]
         rng.shuffle(words)
         texts.append(" ".join(words))
         labels.append(label)

@@ -51,7 +51,7 @@ async def test_oos_label_gives_fallback_listing_domains(tiny_package: Path, back
 
 
 async def test_low_confidence_is_oos_with_threshold_override(tiny_package: Path) -> None:
-    async with running_app(tiny_package, "onnx", oos_threshold=0.999) as (client, app):
+    async with running_app(tiny_package, "onnx", oos_threshold=0.999) as (client, _app):
         r = await client.post("/classify", json={"text": "please transfer my money", "top_k": 1})
         metrics = (await client.get("/metrics")).text
     body = r.json()

@@ -37,15 +37,3 @@ def dashboard_queries() -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
-
-
-# Development fallback only: tests/conftest.py is to provide the session fixture `tiny_package`
-# (a Path to a complete tiny model package). Remove this one when that lands, or it will shadow it.
-@pytest.fixture(scope="session")
-def tiny_package() -> Path:
-    path = Path(os.environ.get("INTENTSERVE_TEST_PACKAGE", REPO_ROOT / "artifacts" / "quicktest"))
-    if not path.is_absolute():
-        path = REPO_ROOT / path
-    if not (path / "manifest.json").is_file():
-        pytest.skip(f"no model package at {path} (set INTENTSERVE_TEST_PACKAGE)")
-    return path

@@ -1,0 +1,148 @@
+"""The micro-batcher with a fake model function: merging, no idle wait, ordering, failures, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.batcher import InferenceError, MicroBatcher
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Model:
+    """Returns [len(text), batch index] rows; optionally blocks or fails on chosen calls."""
+
+    def __init__(self, delay: float = 0.0, fail_on: set[int] | None = None) -> None:
+        self.delay = delay
+        self.fail_on = fail_on or set()
+        self.batches: list[list[str]] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.release.wait(5)
+        call = len(self.batches)
+        self.batches.append(list(texts))
+        time.sleep(self.delay)
+        if call in self.fail_on:
+            raise RuntimeError("boom: secret internal detail")
+        return np.asarray([[len(t), call] for t in texts], dtype=np.float32)
+
+
+async def started(model: Model, **kwargs) -> MicroBatcher:
+    batcher = MicroBatcher(model, **kwargs)
+    await batcher.start()
+    return batcher
+
+
+async def test_concurrent_requests_merge_up_to_max_batch_size() -> None:
+    model = Model()
+    model.release.clear()  # hold the first call so the rest pile up in the queue
+    batcher = await started(model, max_batch_size=4, max_wait_ms=0)
+    tasks = [asyncio.create_task(batcher.submit("x" * i)) for i in range(1, 10)]
+    await asyncio.sleep(0.05)
+    model.release.set()
+    rows = await asyncio.gather(*tasks)
+    await batcher.stop()
+    assert [len(b) for b in model.batches] == [4, 4, 1]
+    assert [int(r[0]) for r in rows] == list(range(1, 10))  # each caller got its own row, in order
+
+
+async def test_lone_request_is_not_delayed_by_max_wait() -> None:
+    model = Model()
+    batcher = await started(model, max_batch_size=32, max_wait_ms=500)
+    start = time.perf_counter()
+    await batcher.submit("hello")
+    elapsed = time.perf_counter() - start
+    await batcher.stop()
+    assert elapsed < 0.25  # far below the 500 ms max wait
+
+
+async def test_max_wait_gathers_stragglers_under_load() -> None:
+    model = Model()
+    model.release.clear()
+    batcher = await started(model, max_batch_size=8, max_wait_ms=200)
+    first = asyncio.create_task(batcher.submit("a"))
+    await asyncio.sleep(0.02)
+    group = [asyncio.create_task(batcher.submit(t)) for t in ("b", "c")]
+    model.release.set()
+    await first
+    await asyncio.sleep(0.05)
+    late = asyncio.create_task(batcher.submit("d"))  # arrives inside the 200 ms window
+    await asyncio.gather(*group, late)
+    await batcher.stop()
+    assert model.batches == [["a"], ["b", "c", "d"]]
+
+
+async def test_exception_fails_only_its_batch() -> None:
+    model = Model(fail_on={1})
+    model.release.clear()
+    batcher = await started(model, max_batch_size=2, max_wait_ms=0)
+    tasks = [asyncio.create_task(batcher.submit(t)) for t in ("a", "bb", "ccc", "dddd", "eeeee")]
+    await asyncio.sleep(0.05)
+    model.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    after = await batcher.submit("ffffff")
+    await batcher.stop()
+    assert [len(b) for b in model.batches] == [2, 2, 1, 1]
+    assert [int(r[0]) for r in results[:2]] == [1, 2]
+    assert all(isinstance(r, InferenceError) for r in results[2:4])
+    assert "secret" not in str(results[2])
+    assert int(results[4][0]) == 5
+    assert int(after[0]) == 6
+
+
+async def test_cancelled_waiting_client_costs_no_model_time() -> None:
+    model = Model()
+    model.release.clear()
+    batcher = await started(model, max_batch_size=8, max_wait_ms=0)
+    first = asyncio.create_task(batcher.submit("first"))
+    await asyncio.sleep(0.02)
+    gone = asyncio.create_task(batcher.submit("gone"))
+    kept = asyncio.create_task(batcher.submit("kept"))
+    await asyncio.sleep(0.02)
+    gone.cancel()
+    model.release.set()
+    await first
+    assert int((await kept)[0]) == 4
+    assert int((await batcher.submit("again"))[0]) == 5  # the worker survived the cancellation
+    await batcher.stop()
+    assert ["gone"] not in model.batches
+    assert all("gone" not in b for b in model.batches)
+
+
+async def test_stop_finishes_accepted_work_then_refuses() -> None:
+    model = Model(delay=0.01)
+    model.release.clear()
+    batcher = await started(model, max_batch_size=1, max_wait_ms=0)
+    tasks = [asyncio.create_task(batcher.submit(t)) for t in ("a", "bb", "ccc")]
+    await asyncio.sleep(0.02)
+    model.release.set()
+    await batcher.stop()
+    assert [int(r[0]) for r in await asyncio.gather(*tasks)] == [1, 2, 3]
+    with pytest.raises(InferenceError, match="shutting down"):
+        await batcher.submit("late")
+
+
+async def test_stop_is_bounded_when_the_model_hangs() -> None:
+    model = Model()
+    model.release.clear()  # the model never returns within the stop timeout
+    batcher = await started(model, max_batch_size=1, max_wait_ms=0)
+    tasks = [asyncio.create_task(batcher.submit(t)) for t in ("a", "b")]
+    await asyncio.sleep(0.02)
+    start = time.perf_counter()
+    await batcher.stop(timeout=0.2)
+    assert time.perf_counter() - start < 2
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 2)
+    assert all(isinstance(r, InferenceError) for r in results)
+    model.release.set()
