@@ -48,5 +48,10 @@ class Metrics:
         self.model_info = Gauge(
             "intent_model_info", "Loaded model (value 1)", ["model", "backend", "precision"], registry=r
         )
+        self.cache = Counter(
+            "intent_cache_requests", "Prediction cache lookups (INTENT_CACHE_SIZE > 0)", ["result"], registry=r
+        )
         for reason in ("oos_label", "low_confidence"):
             self.oos.labels(reason=reason)
+        for result in ("hit", "miss"):
+            self.cache.labels(result=result)

@@ -10,6 +10,7 @@ import numpy as np
 
 from app.backends.base import Backend, load_backend
 from app.batcher import MicroBatcher
+from app.cache import PredictionCache
 from app.core.config import Settings
 from app.decision import decide
 from app.metrics import Metrics
@@ -40,6 +41,7 @@ class IntentClassifier:
         self.threshold = settings.oos_threshold if settings.oos_threshold is not None else self.manifest.oos_threshold
         self.domains = sorted(self.manifest.domains)
         self.fallback = {"message": fallback_message(self.domains), "domains": self.domains}
+        self.cache = PredictionCache(settings.cache_size, backend.normalize) if settings.cache_size else None
         self.batcher = MicroBatcher(
             self._predict, settings.max_batch_size, settings.max_wait_ms, on_batch=self._observe_batch
         )
@@ -88,7 +90,18 @@ class IntentClassifier:
             "backend": self.backend.name,
         }
 
+    async def _probs(self, text: str) -> np.ndarray:
+        if self.cache is None:
+            return await self.batcher.submit(text)
+        key = self.cache.key(text)
+        row = self.cache.get(key)
+        self.metrics.cache.labels(result="hit" if row is not None else "miss").inc()
+        if row is None:
+            row = await self.batcher.submit(text)
+            self.cache.put(key, row)
+        return row
+
     async def classify(self, texts: list[str], top_k: int) -> list[dict[str, Any]]:
-        """Classify texts through the batcher (each text is its own queue item)."""
-        rows = await asyncio.gather(*(self.batcher.submit(t) for t in texts))
+        """Classify texts through the cache (if on) and the batcher (each text is its own queue item)."""
+        rows = await asyncio.gather(*(self._probs(t) for t in texts))
         return [self.decide(row, top_k) for row in rows]

@@ -38,6 +38,69 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-threads", dest="num_threads", type=int)
 
 
+def _add_distill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", type=Path, default=Path("artifacts/teacher"), help="teacher package")
+    p.add_argument("--student", default="layers:0,2,4", help='"layers:i,j,k" of the teacher, or an HF id / dir')
+    p.add_argument("--output-dir", type=Path, default=Path("artifacts/student"))
+    p.add_argument("--name", default="student")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label cross-entropy")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--epochs", type=float, default=8.0)
+    p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--trials", type=int, default=0, help="Optuna trials before the final run (0 = no search)")
+    p.add_argument("--trial-fraction", type=float, default=0.2, help="share of the train split per trial")
+    p.add_argument("--baseline", action="store_true", help="also train the same student with alpha=1 (no teacher)")
+    p.add_argument("--num-threads", type=int)
+    p.add_argument("--seed", type=int, default=42)
+
+
+def run_distill(args: argparse.Namespace, data) -> list[Path]:
+    """Optional Optuna search, then the final student (and the alpha=1 baseline when asked)."""
+    from dataclasses import replace
+
+    from compression.distill import DistillConfig, distill, prepare
+    from compression.search import SearchConfig, search
+
+    cfg = DistillConfig(
+        teacher_dir=args.teacher,
+        student=args.student,
+        output_dir=args.output_dir,
+        name=args.name,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        num_threads=args.num_threads,
+        seed=args.seed,
+    )
+    prepared = prepare(cfg, data)
+    if args.trials > 0:
+        found = search(cfg, SearchConfig(n_trials=args.trials, train_fraction=args.trial_fraction), data, prepared)
+        best = found["best_params"]
+        cfg = replace(
+            cfg,
+            alpha=best["alpha"],
+            temperature=best["temperature"],
+            epochs=float(best["epochs"]),
+            learning_rate=best["learning_rate"],
+            extra_source={"optuna": found},
+        )
+        logger.info("Optuna best %s (validation accuracy %.4f)", best, found["best_validation_accuracy"])
+    outputs = [distill(cfg, data, prepared)]
+    if args.baseline:
+        baseline = replace(
+            cfg,
+            alpha=1.0,
+            output_dir=Path(f"{cfg.output_dir}-nokd"),
+            name=f"{cfg.name}-nokd",
+            extra_source={"baseline_of": cfg.name},
+        )
+        outputs.append(distill(baseline, data, prepared))
+    return outputs
+
+
 def _add_package_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--package", type=Path, default=Path("artifacts/teacher"), help="model package folder")
 
@@ -62,12 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quant_args(p)
     p = sub.add_parser("calibrate", help="choose the oos threshold on the validation split")
     _add_package_arg(p)
-    p.add_argument("--objective", default="balanced", choices=["balanced", "accuracy"])
+    p.add_argument("--objective", default="recall-at-loss", choices=["recall-at-loss", "balanced", "accuracy"])
+    p.add_argument("--max-in-scope-loss", type=float, default=0.01, help="recall-at-loss: in-scope accuracy budget")
     p = sub.add_parser("evaluate", help="accuracy / size / latency of each backend on the test split")
     _add_package_arg(p)
     p.add_argument("--backends", nargs="+", default=["torch", "torch-int8", "onnx", "onnx-int8"])
     p.add_argument("--latency-runs", type=int, default=200)
     p.add_argument("--num-threads", type=int, default=0)
+    p = sub.add_parser("distill", help="distill a teacher package into a student (KD, optional Optuna search)")
+    _add_distill_args(p)
+    p = sub.add_parser("benchmark", help="every package x backend in one run: accuracy, size, latency, ratios, plot")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="folder searched for packages")
+    where.add_argument("--packages", type=Path, nargs="+", help="explicit package folders (instead of --artifacts)")
+    p.add_argument("--backends", nargs="+", choices=["torch", "torch-int8", "onnx", "onnx-int8"], help="default: all")
+    p.add_argument("--reference", type=Path, help="reference package (default: the one named 'teacher'); row = torch")
+    p.add_argument("--num-threads", type=int, default=0, help="threads for torch and ORT (0 = all cores)")
+    p.add_argument("--latency-runs", type=int, default=200, help="timed single-query runs per row")
+    p.add_argument("--warmup-runs", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=10, help="round-robin blocks the timed runs are split into")
+    p.add_argument("--no-bert-base", action="store_true", help="skip the timing-only bert-base-shaped row")
+    p.add_argument("--output-dir", type=Path, default=Path("reports"))
     p = sub.add_parser("build", help="finetune -> export -> quantize -> calibrate -> evaluate")
     _add_finetune_args(p)
     _add_quant_args(p)
@@ -100,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "calibrate":
         from compression.calibrate import CalibrateConfig, calibrate
 
-        calibrate(CalibrateConfig(args.package, args.objective), load_clinc(args.data).validation)
+        cfg = CalibrateConfig(args.package, args.objective, max_in_scope_loss=args.max_in_scope_loss)
+        calibrate(cfg, load_clinc(args.data).validation)
     elif args.command == "evaluate":
         from compression.evaluate import EvalConfig, evaluate, format_table
 
@@ -108,19 +187,56 @@ def main(argv: list[str] | None = None) -> int:
             args.package, tuple(args.backends), latency_runs=args.latency_runs, num_threads=args.num_threads
         )
         print(format_table(evaluate(cfg, load_clinc(args.data).test)))
+    elif args.command == "distill":
+        data = load_clinc(args.data)
+        for package in run_distill(args, data):
+            finish_package(package, data, num_threads=args.num_threads or 0)
+    elif args.command == "benchmark":
+        from compression.benchmark import BenchmarkConfig, format_markdown, run_benchmark, write_reports
+
+        cfg = BenchmarkConfig(
+            artifacts=args.artifacts,
+            packages=tuple(args.packages or ()),
+            backends=tuple(args.backends) if args.backends else None,
+            reference=args.reference,
+            num_threads=args.num_threads,
+            latency_runs=args.latency_runs,
+            warmup_runs=args.warmup_runs,
+            rounds=args.rounds,
+            bert_base=not args.no_bert_base,
+            output_dir=args.output_dir,
+        )
+        data = load_clinc(args.data)
+        report = run_benchmark(cfg, data.test, data.source)
+        paths = write_reports(report, cfg.output_dir)
+        print(format_markdown(report))
+        print("wrote " + ", ".join(str(path) for path in paths.values()))
     elif args.command == "build":
         build(args)
     return 0
 
 
-def build(args: argparse.Namespace) -> None:
-    """Run the whole chain for one preset and print the evaluation table."""
+def finish_package(
+    package: Path, data, quant_preset: str = "avx512_vnni", per_channel: bool = False, num_threads: int = 0
+) -> dict:
+    """export -> quantize -> calibrate -> evaluate one trained package; prints and returns the table."""
     from compression.calibrate import CalibrateConfig, calibrate
-    from compression.data import load_clinc
     from compression.evaluate import EvalConfig, evaluate, format_table
     from compression.export import ExportConfig, export
-    from compression.finetune import finetune
     from compression.quantize import QuantizeConfig, quantize
+
+    export(ExportConfig(package))
+    quantize(QuantizeConfig(package, quant_preset, per_channel))
+    calibrate(CalibrateConfig(package, num_threads=num_threads), data.validation)
+    results = evaluate(EvalConfig(package, num_threads=num_threads), data.test)
+    print(f"{package}:\n{format_table(results)}")
+    return results
+
+
+def build(args: argparse.Namespace) -> None:
+    """Run the whole chain for one preset (full adds the distilled student) and print the tables."""
+    from compression.data import load_clinc
+    from compression.finetune import finetune
 
     start = time.perf_counter()
     cfg = _finetune_config(args)
@@ -129,11 +245,7 @@ def build(args: argparse.Namespace) -> None:
         logger.info("reusing trained weights in %s", cfg.output_dir)
     else:
         finetune(cfg, data)
-    export(ExportConfig(cfg.output_dir))
-    quantize(QuantizeConfig(cfg.output_dir, args.quant_preset, args.per_channel))
-    calibrate(CalibrateConfig(cfg.output_dir), data.validation)
-    results = evaluate(EvalConfig(cfg.output_dir, num_threads=cfg.num_threads or 0), data.test)
-    print(format_table(results))
+    finish_package(cfg.output_dir, data, args.quant_preset, args.per_channel, cfg.num_threads or 0)
     logger.info(
         "build (%s preset) finished in %.1f min: %s", args.preset, (time.perf_counter() - start) / 60, cfg.output_dir
     )

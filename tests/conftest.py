@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,14 @@ def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export(ExportConfig(package))
     quantize(QuantizeConfig(package))
     return package
+
+
+@pytest.fixture
+def package_copy(tiny_package: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny package that a test may damage."""
+    dst = tmp_path / "package"
+    shutil.copytree(tiny_package, dst)
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,11 @@ class Backend(ABC):
     def infer(self, batch: Encoded) -> np.ndarray:
         """Logits of shape (batch, num_labels), float32."""
 
+    def normalize(self, text: str) -> str:
+        """The tokenizer's own normalization (e.g. lowercasing and accent stripping for uncased BERT)."""
+        normalizer = self.encoder.tokenizer.normalizer if self.encoder is not None else None
+        return normalizer.normalize_str(text) if normalizer is not None else text
+
     def tokenize(self, texts: list[str]) -> Encoded:
         """Texts -> padded batch."""
         assert self.encoder is not None

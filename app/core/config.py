@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     max_batch_texts: int = Field(default=64, ge=1)
     max_top_k: int = Field(default=10, ge=1)
     max_body_bytes: int = Field(default=65536, ge=1024)
+    cache_size: int = Field(default=0, ge=0, description="LRU prediction cache entries; 0 = off")
     warmup_runs: int = Field(default=3, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

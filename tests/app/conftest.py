@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,14 +24,6 @@ async def running_app(package: Path, backend: str, **settings: Any) -> AsyncIter
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client, app
-
-
-@pytest.fixture
-def package_copy(tiny_package: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny package that a test may damage."""
-    dst = tmp_path / "package"
-    shutil.copytree(tiny_package, dst)
-    return dst
 
 
 @pytest.fixture(scope="session")

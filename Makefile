@@ -1,0 +1,57 @@
+# Two commands for a newcomer: `make serve` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PACKAGE ?= artifacts/teacher
+BACKEND ?= onnx-int8
+PRESET ?= quick
+
+.PHONY: install system-deps serve package test test-fast lint benchmark loadtest bench-serving clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned (2.13.0, CPU build); see pyproject.toml.
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# promtool/prometheus (metrics and scrape tests) and wrk (serving benchmark); skipped when not root.
+system-deps:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk >/dev/null; \
+	else echo "note: install prometheus and wrk for the full test suite and benchmarks"; fi
+
+$(PACKAGE)/manifest.json: | $(STAMP)
+	$(PY) -m compression build --preset $(PRESET) --output-dir $(PACKAGE)
+
+package: $(PACKAGE)/manifest.json
+
+serve: $(STAMP) $(PACKAGE)/manifest.json
+	INTENT_MODEL_DIR=$(PACKAGE) INTENT_BACKEND=$(BACKEND) $(PY) -m app
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -ra -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	bash scripts/lint_deploy.sh
+
+benchmark: $(STAMP)
+	$(PY) -m compression benchmark
+
+loadtest: $(STAMP)
+	bash scripts/loadtest.sh
+
+bench-serving: $(STAMP) system-deps
+	$(PY) scripts/bench_serving.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,260 @@
+"""Knowledge distillation of a teacher package into a smaller student (Hinton et al. 2015, DistilBERT init)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compression.config import FinetuneConfig
+from compression.data import ClincData, Split, load_clinc
+from compression.finetune import EncodedSplit, load_classifier, training_args
+from compression.packaging import save_torch_package
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillConfig(FinetuneConfig):
+    """Student + KD hyperparameters; `student` is "layers:0,2,4" (teacher subset) or an HF id / dir."""
+
+    teacher_dir: Path = Path("artifacts/teacher")
+    student: str = "layers:0,2,4"
+    output_dir: Path = Path("artifacts/student")
+    name: str = "student"
+    alpha: float = 0.5
+    temperature: float = 2.0
+    epochs: float = 8.0
+    learning_rate: float = 2e-4
+    batch_size: int = 32
+    extra_source: dict[str, Any] = field(default_factory=dict)
+
+
+def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alpha: float, temperature: float) -> Any:
+    """alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
+    import torch.nn.functional as F  # noqa: N812
+
+    ce = F.cross_entropy(student_logits, labels)
+    if alpha >= 1.0:
+        return ce
+    kl = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=-1),
+        F.softmax(teacher_logits / temperature, dim=-1),
+        reduction="batchmean",
+    )
+    return alpha * ce + (1.0 - alpha) * temperature**2 * kl
+
+
+def student_from_teacher_layers(teacher: Any, layers: list[int]) -> Any:
+    """A student with the teacher's embeddings, pooler, head and a subset of its encoder layers."""
+    import copy
+
+    n = teacher.config.num_hidden_layers
+    if not layers or any(i < 0 or i >= n for i in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"layers {layers} must be distinct indices of the teacher's {n} layers")
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layers)
+    student = type(teacher)(config)
+    state = teacher.state_dict()
+    mapped = {}
+    for key, value in state.items():
+        if ".encoder.layer." in key:
+            prefix, rest = key.split(".encoder.layer.", 1)
+            idx, tail = rest.split(".", 1)
+            if int(idx) not in layers:
+                continue
+            key = f"{prefix}.encoder.layer.{layers.index(int(idx))}.{tail}"
+        mapped[key] = value.clone()
+    missing, unexpected = student.load_state_dict(mapped, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"layer-subset init mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return student
+
+
+def check_same_tokenizer(teacher_tok: Any, student_tok: Any, student_id: str) -> None:
+    """Refuse a student whose vocabulary or casing differs: teacher logits would be about other tokens."""
+    if teacher_tok.get_vocab() != student_tok.get_vocab():
+        raise ValueError(
+            f"student {student_id!r} has a different tokenizer vocabulary than the teacher; "
+            "distillation needs the same tokenizer (pick a student of the same family, or use layers:...)"
+        )
+    lower = [
+        getattr(t, "do_lower_case", None) or t.init_kwargs.get("do_lower_case") for t in (teacher_tok, student_tok)
+    ]
+    if lower[0] != lower[1]:
+        raise ValueError(f"student {student_id!r} lowercases differently (do_lower_case {lower[1]} vs {lower[0]})")
+
+
+def make_student(cfg: DistillConfig, teacher: Any, teacher_tok: Any, labels: list[str]) -> Any:
+    """Build the student model from `cfg.student`."""
+    if cfg.student.startswith("layers:"):
+        layers = [int(x) for x in cfg.student.removeprefix("layers:").split(",") if x.strip()]
+        return student_from_teacher_layers(teacher, layers)
+    student_tok, student = load_classifier(cfg.student, labels)
+    check_same_tokenizer(teacher_tok, student_tok, cfg.student)
+    return student
+
+
+class DistillSplit(EncodedSplit):
+    """Encoded texts with the teacher's logits attached to each row."""
+
+    def __init__(self, split: Split, tokenizer: Any, label2id: dict[str, int], max_length: int, logits: Any) -> None:
+        super().__init__(split, tokenizer, label2id, max_length)
+        for row, row_logits in zip(self.rows, logits, strict=True):
+            row["teacher_logits"] = row_logits
+
+
+def teacher_logits(teacher: Any, dataset: EncodedSplit, tokenizer: Any, batch_size: int = 128) -> Any:
+    """Precompute the teacher's logits once over the train split (saves a teacher pass per step)."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer)
+    out = []
+    teacher.eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(dataset), batch_size), desc="teacher logits", leave=False):
+            rows = [
+                {k: v for k, v in dataset[i].items() if k != "labels"}
+                for i in range(start, min(len(dataset), start + batch_size))
+            ]
+            out.append(teacher(**collate(rows)).logits.float())
+    return torch.cat(out)
+
+
+def _collator(tokenizer: Any) -> Any:
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    pad = DataCollatorWithPadding(tokenizer)
+
+    def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        logits = torch.stack([r["teacher_logits"] for r in rows])
+        batch = pad([{k: v for k, v in r.items() if k != "teacher_logits"} for r in rows])
+        batch["teacher_logits"] = logits
+        return batch
+
+    return collate
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    class DistillationTrainer(Trainer):
+        """Trainer whose loss mixes hard labels and the teacher's soft targets."""
+
+        def __init__(self, *args: Any, alpha: float, temperature: float, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.alpha, self.temperature = alpha, temperature
+
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            teacher = inputs.pop("teacher_logits")
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = distillation_loss(
+                outputs.logits, teacher.to(outputs.logits.dtype), labels, self.alpha, self.temperature
+            )
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillationTrainer
+
+
+def train_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, train: DistillSplit, labels: list[str]) -> Any:
+    """Build and train one student; returns the trained model."""
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    student = make_student(cfg, teacher, tokenizer, labels)
+    with tempfile.TemporaryDirectory() as work:
+        args = training_args(cfg, Path(work))
+        args.remove_unused_columns = False  # keep teacher_logits for compute_loss
+        trainer = _trainer_class()(
+            model=student,
+            args=args,
+            train_dataset=train,
+            data_collator=_collator(tokenizer),
+            alpha=cfg.alpha,
+            temperature=cfg.temperature,
+        )
+        trainer.train()
+    return student.eval()
+
+
+def accuracy(model: Any, tokenizer: Any, split: Split, label2id: dict[str, int], max_length: int) -> float:
+    """Plain arg-max accuracy (no oos threshold) on a split."""
+    import torch
+
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(split), 256):
+            texts = split.texts[start : start + 256]
+            enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            pred = model(**enc).logits.argmax(-1).tolist()
+            correct += sum(p == label2id[g] for p, g in zip(pred, split.labels[start : start + 256], strict=True))
+    return correct / len(split)
+
+
+def load_teacher(teacher_dir: Path) -> tuple[Any, Any]:
+    """Teacher model + tokenizer from a package (safetensors only)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if not (Path(teacher_dir) / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no teacher at {teacher_dir}: run `python -m compression finetune` first")
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir, use_safetensors=True).eval()
+    return teacher, tokenizer
+
+
+def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit, dict[str, int]]:
+    """Load the teacher and the train split with precomputed teacher logits."""
+    import torch
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    teacher, tokenizer = load_teacher(cfg.teacher_dir)
+    # The student keeps the teacher's logit order, so soft targets line up label by label.
+    labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    if set(labels) != set(data.labels):
+        raise ValueError("the teacher's labels differ from the dataset's; distill from a teacher trained on it")
+    label2id = {label: i for i, label in enumerate(labels)}
+    plain = EncodedSplit(data.train, tokenizer, label2id, cfg.max_length)
+    logits = teacher_logits(teacher, plain, tokenizer)
+    train = DistillSplit(data.train, tokenizer, label2id, cfg.max_length, logits)
+    return teacher, tokenizer, train, label2id
+
+
+def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple | None = None) -> Path:
+    """Distill and save the student package at cfg.output_dir."""
+    data = data or load_clinc()
+    teacher, tokenizer, train, label2id = prepared or prepare(cfg, data)
+    labels = list(label2id)
+    student = train_student(cfg, teacher, tokenizer, train, labels)
+    val_acc = accuracy(student, tokenizer, data.validation, label2id, cfg.max_length)
+    logger.info("student %s: validation accuracy %.4f (alpha=%s, T=%s)", cfg.name, val_acc, cfg.alpha, cfg.temperature)
+    hyper = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "extra_source"}
+    source = {
+        "base_model": cfg.student,
+        "teacher": str(cfg.teacher_dir),
+        "dataset": data.source,
+        "step": "distill",
+        "teacher_logits": "precomputed once over the train split",
+        "hyperparameters": hyper,
+        "validation_accuracy": val_acc,
+        **cfg.extra_source,
+    }
+    save_torch_package(
+        student,
+        tokenizer,
+        cfg.output_dir,
+        name=cfg.name,
+        labels=labels,
+        domains=data.domains,
+        max_length=cfg.max_length,
+        source=source,
+    )
+    return Path(cfg.output_dir)

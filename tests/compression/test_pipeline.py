@@ -1,0 +1,60 @@
+"""The real finetune -> export -> quantize -> calibrate -> evaluate chain on a tiny base model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from app.package import read_manifest
+from compression.cli import main
+from tests.app.conftest import running_app
+from tests.conftest import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT saved like an HF hub checkpoint (encoder + tokenizer), to fine-tune from."""
+    work = tmp_path_factory.mktemp("base")
+    model, tokenizer = build_tiny_model(work)
+    base = work / "base"
+    model.bert.save_pretrained(base)  # encoder only, as a base model is published
+    tokenizer.save_pretrained(base)
+    return base
+
+
+def op_types(path: Path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_build_chain_on_tiny_model(tiny_base: Path, clinc_json: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pkg"
+    args = ["--data", str(clinc_json), "build", "--base-model", str(tiny_base), "--output-dir", str(out)]
+    assert main([*args, "--epochs", "3", "--learning-rate", "5e-3", "--batch-size", "16", "--name", "tiny"]) == 0
+    manifest = read_manifest(out)
+    assert manifest.name == "tiny"
+    assert manifest.backends == ["torch", "torch-int8", "onnx", "onnx-int8"]
+    assert len(manifest.labels) == 6
+    assert manifest.domains["travel"] == ["translate"]
+    assert manifest.source["base_model"] == str(tiny_base)
+    assert manifest.source["hyperparameters"]["epochs"] == 3
+    assert manifest.source["calibration"]["split"] == "validation"
+    assert set(manifest.metrics) == {"torch", "torch-int8", "onnx", "onnx-int8"}
+    assert manifest.metrics["onnx"].accuracy > 0.5
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"]["1"] == "oos"
+    # ORT fusions in the fp32 graph; int8 MatMuls in the quantized one (quantized before fusion).
+    assert {"SkipLayerNormalization", "Attention"} & op_types(out / "model.onnx")
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= op_types(out / "model_quantized.onnx")
+    assert not list(out.glob("*.bin"))  # no pickles in a package
+    assert not list(out.glob("*.pt"))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_built_package_serves(tiny_package: Path, anyio_backend: str) -> None:
+    async with running_app(tiny_package, "onnx-int8") as (client, _):
+        r = await client.post("/classify", json={"text": "set an alarm for ten minutes"})
+    assert r.json()["intent"] == "timer"
