@@ -36,15 +36,44 @@ class TextEncoder:
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in {package_dir}/tokenizer.json")
         self.tokenizer.enable_truncation(max_length=max_length)
-        # No fixed length: pad only to the longest text of each batch.
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+        self.tokenizer.no_padding()  # we pad ourselves: only to the longest text of each group
+        self.pad_id = pad_id
         self.max_length = max_length
 
+    def _pad(self, encodings: list) -> Encoded:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[row, :n] = e.ids
+            mask[row, :n] = 1
+            types[row, :n] = e.type_ids
+        return Encoded(ids, mask, types)
+
     def __call__(self, texts: list[str]) -> Encoded:
-        """Encode a batch of texts."""
+        """Encode a batch of texts, padded to the longest."""
+        return self._pad(self.tokenizer.encode_batch(texts))
+
+    def grouped(self, texts: list[str], slack: float = 1.3) -> list[tuple[list[int], Encoded]]:
+        """Encode, sort by length and split so that padded tokens stay within `slack` x real tokens.
+
+        Attention cost grows with the padded width of a batch, so one long text would otherwise make
+        every short text in its batch pay for its length.
+        """
         encodings = self.tokenizer.encode_batch(texts)
-        return Encoded(
-            input_ids=np.asarray([e.ids for e in encodings], dtype=np.int64),
-            attention_mask=np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
-            token_type_ids=np.asarray([e.type_ids for e in encodings], dtype=np.int64),
-        )
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        groups: list[list[int]] = []
+        current: list[int] = []
+        real = 0
+        for i in order:
+            n = len(encodings[i].ids)
+            if current and n * (len(current) + 1) > slack * (real + n):
+                groups.append(current)
+                current, real = [], 0
+            current.append(i)
+            real += n
+        if current:
+            groups.append(current)
+        return [(g, self._pad([encodings[i] for i in g])) for g in groups]

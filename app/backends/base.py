@@ -70,8 +70,13 @@ class Backend(ABC):
         return softmax(logits)
 
     def predict(self, texts: list[str]) -> np.ndarray:
-        """Probabilities for a batch of texts, shape (len(texts), num_labels)."""
-        return self.postprocess(self.infer(self.tokenize(texts)))
+        """Probabilities for a batch of texts, shape (len(texts), num_labels), texts of similar length grouped."""
+        if self.encoder is None or len(texts) < 4:
+            return self.postprocess(self.infer(self.tokenize(texts)))
+        out = np.empty((len(texts), len(self.manifest.labels)), dtype=np.float32)
+        for rows, batch in self.encoder.grouped(texts):
+            out[rows] = self.postprocess(self.infer(batch))
+        return out
 
     def check_output_size(self) -> None:
         """Refuse a model whose logits do not match the manifest's labels."""

@@ -56,6 +56,18 @@ def test_padding_does_not_change_predictions(tiny_package: Path) -> None:
     np.testing.assert_allclose(alone, padded, atol=1e-5)
 
 
+def test_similar_lengths_are_grouped(tiny_package: Path) -> None:
+    backend = load_backend("onnx", tiny_package)
+    short = ["timer", "balance", "sunny", "money"]
+    long = ["please can you set a timer for me now", "what is the weather for me now please"]
+    texts = [short[0], long[0], short[1], short[2], long[1], short[3]]
+    groups = backend.encoder.grouped(texts)
+    assert [sorted(rows) for rows, _ in groups] == [[0, 2, 3, 5], [1, 4]]
+    assert [batch.input_ids.shape[1] for _, batch in groups] == [3, 11]
+    one_batch = backend.postprocess(backend.infer(backend.tokenize(texts)))
+    np.testing.assert_allclose(backend.predict(texts), one_batch, atol=1e-5)  # same answers, less padding
+
+
 def test_unknown_backend_name() -> None:
     with pytest.raises(PackageError, match="unknown backend 'gpu'"):
         backend_class("gpu")
