@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from pydantic import ValidationError
@@ -17,17 +16,18 @@ def main() -> int:
         settings = Settings()
     except ValidationError as exc:
         err = exc.errors()[0]
-        print(
-            f"intentserve: error: invalid setting INTENT_{str(err['loc'][0]).upper()}: {err['msg']}",
-            file=sys.stderr,
-        )
+        where = (
+            f"setting INTENT_{str(err['loc'][0]).upper()}" if err["loc"] else "settings"
+        )  # no loc: a cross-field rule
+        print(f"intentserve: error: invalid {where}: {err['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    import uvicorn
+    from app.core.logs import configure_logging
 
-    from app.main import create_app
+    configure_logging(settings.log_level, settings.log_format)
+
     from app.metrics import Metrics
+    from app.server import serve
     from app.service import IntentClassifier
 
     try:
@@ -35,9 +35,7 @@ def main() -> int:
     except PackageError as exc:
         print(f"intentserve: error: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, classifier)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
-    return 0
+    return serve(settings, classifier)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 logger = logging.getLogger(__name__)
+INFERENCE_THREAD = "inference"  # name prefix of the model threads
 
 
 class InferenceError(RuntimeError):
     """The model failed on a batch; only that batch's callers see it."""
+
+
+class QueueFullError(RuntimeError):
+    """The queue cannot take a request's texts now; the caller should retry later (429)."""
 
 
 @dataclass
@@ -35,14 +40,18 @@ class MicroBatcher:
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
         on_batch: Callable[[int, float, list[float]], None] | None = None,
+        max_queue: int = 0,
     ) -> None:
         self.predict = predict
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
+        self.max_queue = max_queue  # 0 = unbounded
+        # The asyncio queue itself is unbounded: enqueue() enforces max_queue per request, and stop()'s sentinel
+        # must always fit.
         self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self.closing = False
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=INFERENCE_THREAD)
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -68,12 +77,27 @@ class MicroBatcher:
                 item.future.set_exception(InferenceError("service is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, text: str) -> np.ndarray:
-        """Queue one text and wait for its probability row."""
+    def enqueue(self, texts: list[str]) -> list[asyncio.Future[np.ndarray]]:
+        """Queue all of a request's texts or none (QueueFullError); each future resolves to a probability row.
+
+        Synchronous on purpose: the admission check and the puts cannot interleave with another request's.
+        Cancelling a future drops its text before it reaches the model.
+        """
         if self.closing:
             raise InferenceError("service is shutting down")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Item(text, future))
+        if self.max_queue and self.queue.qsize() + len(texts) > self.max_queue:
+            raise QueueFullError(f"{self.queue.qsize()} texts queued (limit {self.max_queue})")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for text in texts:
+            future: asyncio.Future[np.ndarray] = loop.create_future()
+            self.queue.put_nowait(_Item(text, future))
+            futures.append(future)
+        return futures
+
+    async def submit(self, text: str) -> np.ndarray:
+        """Queue one text and wait for its probability row."""
+        (future,) = self.enqueue([text])
         return await future
 
     async def _collect(self) -> list[_Item | None]:

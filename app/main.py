@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import ServiceMiddleware
+from app.api.openapi import install_openapi
 from app.api.routes import router
 from app.core.config import Settings
 from app.metrics import Metrics
@@ -26,18 +28,19 @@ def create_app(settings: Settings | None = None, classifier: IntentClassifier | 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = classifier or IntentClassifier.load(settings, metrics)
-        metrics.model_info.labels(
-            model=runtime.manifest.name, backend=runtime.backend.name, precision=runtime.backend.precision
-        ).set(1)
+        runtime.set_info(1)
         await runtime.batcher.start()
         app.state.classifier = runtime
         app.state.ready = True
+        if settings.api_key is None:
+            logger.info("no INTENT_API_KEY: classify and model endpoints are open, admin endpoints disabled")
         logger.info("ready: serving %s on backend %s", runtime.manifest.name, runtime.backend.name)
         try:
             yield
         finally:
             app.state.ready = False
-            await runtime.batcher.stop()
+            # The server has already finished (or given up on) its requests: drain what is left in the queue.
+            await app.state.classifier.batcher.stop(settings.shutdown_timeout_s)
             logger.info("stopped")
 
     app = FastAPI(
@@ -50,7 +53,10 @@ def create_app(settings: Settings | None = None, classifier: IntentClassifier | 
     app.state.metrics = metrics
     app.state.classifier = None
     app.state.ready = False
+    app.state.draining = False  # set by the server on SIGTERM/SIGINT: readiness 503 while requests finish
+    app.state.reload_lock = asyncio.Lock()
     install_error_handlers(app)
     app.include_router(router)
+    install_openapi(app, settings)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

@@ -28,6 +28,10 @@ class PackageError(RuntimeError):
     """A model package is missing, malformed or does not match its manifest."""
 
 
+class PackagePathError(PackageError):
+    """A package path that resolves outside the configured model root."""
+
+
 class BackendMetrics(BaseModel):
     """Offline evaluation figures of one backend of a package."""
 
@@ -132,6 +136,18 @@ def verify_package(package_dir: Path, backend: str, required: set[str]) -> Manif
         if sha256_file(path) != expected:
             raise PackageError(f"sha256 mismatch for {path}: the file was modified or corrupted")
     return manifest
+
+
+def resolve_inside(path: Path, root: Path) -> Path:
+    """`path` (relative = under `root`) with symlinks resolved; refused unless it stays inside `root`."""
+    root = Path(root).resolve()
+    try:
+        resolved = (root / path).resolve()
+    except (OSError, ValueError) as exc:  # e.g. a NUL byte or a symlink loop
+        raise PackageError(f"invalid package path {str(path)!r}: {exc}") from exc
+    if not resolved.is_relative_to(root):
+        raise PackagePathError(f"package path {path} is outside the model root {root} (INTENT_MODEL_ROOT)")
+    return resolved
 
 
 def package_size_mb(package_dir: Path, backend: str) -> float:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,7 @@ from app.cache import PredictionCache
 from app.core.config import Settings
 from app.decision import decide
 from app.metrics import Metrics
+from app.package import resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +46,30 @@ class IntentClassifier:
         self.fallback = {"message": fallback_message(self.domains), "domains": self.domains}
         self.cache = PredictionCache(settings.cache_size, backend.normalize) if settings.cache_size else None
         self.batcher = MicroBatcher(
-            self._predict, settings.max_batch_size, settings.max_wait_ms, on_batch=self._observe_batch
+            self._predict,
+            settings.max_batch_size,
+            settings.max_wait_ms,
+            on_batch=self._observe_batch,
+            max_queue=settings.max_queue,
         )
 
     @classmethod
-    def load(cls, settings: Settings, metrics: Metrics) -> IntentClassifier:
-        """Verify + load the configured package and backend, then warm it up."""
-        backend = load_backend(settings.backend, settings.model_dir, settings.num_threads)
+    def load(cls, settings: Settings, metrics: Metrics, model_dir: Path | None = None) -> IntentClassifier:
+        """Verify + load a package (default: the configured one) inside the model root, then warm it up."""
+        package = resolve_inside(model_dir or settings.model_dir, settings.package_root)
+        backend = load_backend(settings.backend, package, settings.num_threads)
         backend.warmup(settings.warmup_runs)
-        logger.info(
-            "loaded package %r (%s) with backend %s",
-            backend.manifest.name,
-            settings.model_dir,
-            settings.backend,
-        )
+        logger.info("loaded package %r (%s) with backend %s", backend.manifest.name, package, settings.backend)
         return cls(backend, settings, metrics)
+
+    def set_info(self, value: float) -> None:
+        """Set this runtime's intent_model_info sample (1 while serving, removed after)."""
+        labels = {"model": self.manifest.name, "backend": self.backend.name, "precision": self.backend.precision}
+        if value:
+            self.metrics.model_info.labels(**labels).set(value)
+        else:
+            with contextlib.suppress(KeyError):
+                self.metrics.model_info.remove(*labels.values())
 
     def _predict(self, texts: list[str]) -> np.ndarray:
         return self.backend.predict(texts)
@@ -90,18 +102,40 @@ class IntentClassifier:
             "backend": self.backend.name,
         }
 
-    async def _probs(self, text: str) -> np.ndarray:
+    def submit(self, texts: list[str]) -> list[asyncio.Future[np.ndarray]]:
+        """Queue the texts the cache (if on) cannot answer; QueueFullError/InferenceError leave nothing queued."""
         if self.cache is None:
-            return await self.batcher.submit(text)
-        key = self.cache.key(text)
-        row = self.cache.get(key)
-        self.metrics.cache.labels(result="hit" if row is not None else "miss").inc()
-        if row is None:
-            row = await self.batcher.submit(text)
-            self.cache.put(key, row)
-        return row
+            return self.batcher.enqueue(texts)
+        keys = [self.cache.key(t) for t in texts]
+        cached = [self.cache.get(k) for k in keys]
+        misses = [i for i, row in enumerate(cached) if row is None]
+        queued = iter(self.batcher.enqueue([texts[i] for i in misses]))
+        loop = asyncio.get_running_loop()
+        futures = []
+        for key, row in zip(keys, cached, strict=True):
+            self.metrics.cache.labels(result="hit" if row is not None else "miss").inc()
+            if row is None:
+                future = next(queued)
+                future.add_done_callback(lambda f, key=key: self._remember(key, f))
+            else:
+                future = loop.create_future()
+                future.set_result(row)
+            futures.append(future)
+        return futures
+
+    def _remember(self, key: str, future: asyncio.Future[np.ndarray]) -> None:
+        if self.cache is not None and not future.cancelled() and future.exception() is None:
+            self.cache.put(key, future.result())
+
+    async def results(self, futures: list[asyncio.Future[np.ndarray]], top_k: int) -> list[dict[str, Any]]:
+        """Wait for submitted texts; on failure or cancellation the rest are dropped from the queue."""
+        try:
+            rows = await asyncio.gather(*futures)
+        finally:
+            for future in futures:
+                future.cancel()  # no-op for finished ones; unfinished ones cost no model time
+        return [self.decide(row, top_k) for row in rows]
 
     async def classify(self, texts: list[str], top_k: int) -> list[dict[str, Any]]:
         """Classify texts through the cache (if on) and the batcher (each text is its own queue item)."""
-        rows = await asyncio.gather(*(self._probs(t) for t in texts))
-        return [self.decide(row, top_k) for row in rows]
+        return await self.results(self.submit(texts), top_k)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -10,6 +13,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from app.core.logs import request_id_var
 from app.metrics import Metrics
 
 Scope = dict[str, Any]
@@ -18,7 +22,20 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-KNOWN_ENDPOINTS = {"/classify", "/classify/batch", "/healthz", "/readyz", "/metrics", "/v1/model"}
+KNOWN_ENDPOINTS = {"/classify", "/classify/batch", "/healthz", "/readyz", "/metrics", "/v1/model", "/admin/reload"}
+# A client's own X-Request-ID is kept only if it is a short token: it goes into logs and a response header.
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id(scope: Scope) -> str:
+    """The client's X-Request-ID when it is a safe token, else a fresh random one."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if SAFE_REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex[:16]
 
 
 class BodyTooLarge(HTTPException):
@@ -53,9 +70,10 @@ class ServiceMiddleware:
             return
         path = scope.get("path", "")
         endpoint = path if path in KNOWN_ENDPOINTS else "other"  # bounded label cardinality
-        request_id = uuid.uuid4().hex[:16]
-        scope.setdefault("state", {})["request_id"] = request_id
-        id_header = (b"x-request-id", request_id.encode())
+        rid = request_id(scope)
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id_var.set(rid)
+        id_header = (b"x-request-id", rid.encode())
         status_holder = {"status": 500, "started": False}
         start = time.perf_counter()
         self.metrics.inflight.inc()
@@ -81,14 +99,22 @@ class ServiceMiddleware:
 
         try:
             if too_large:
-                await self._reject_large(send_wrapper, request_id)
+                await self._reject_large(send_wrapper, rid)
             else:
                 try:
                     await self.app(scope, receive_wrapper, send_wrapper)
                 except BodyTooLarge:
                     if not status_holder["started"]:
-                        await self._reject_large(send_wrapper, request_id)
+                        await self._reject_large(send_wrapper, rid)
+                except asyncio.CancelledError:
+                    # The server gave up on the request (shutdown timeout): a 503 the client may retry elsewhere,
+                    # rather than the server's bare 500.
+                    if not status_holder["started"]:
+                        with contextlib.suppress(Exception):
+                            await self._reject_cancelled(send_wrapper, rid)
+                    raise
         finally:
+            request_id_var.reset(token)
             self.metrics.inflight.dec()
             self.metrics.requests.labels(endpoint=endpoint, status=str(status_holder["status"])).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - start)
@@ -101,6 +127,16 @@ class ServiceMiddleware:
                 except ValueError:
                     return False
         return False
+
+    async def _reject_cancelled(self, send: Send, request_id: str) -> None:
+        body = {
+            "error": {
+                "code": "shutting_down",
+                "message": "the service stopped before answering; retry",
+                "request_id": request_id,
+            }
+        }
+        await _send_json(send, 503, body, [(b"retry-after", b"1")])
 
     async def _reject_large(self, send: Send, request_id: str) -> None:
         body = {

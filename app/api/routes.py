@@ -1,8 +1,14 @@
-"""HTTP routes: classify, batch, health, readiness, metrics, model info."""
+"""HTTP routes: classify, batch, health, readiness, metrics, model info, admin reload."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import asyncio
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.errors import APIError
@@ -13,17 +19,79 @@ from app.api.schemas import (
     ClassifyResponse,
     ErrorResponse,
     ModelInfo,
+    ReloadRequest,
+    ReloadResponse,
+    is_blank,
 )
-from app.batcher import InferenceError
+from app.batcher import InferenceError, QueueFullError
+from app.package import PackageError, PackagePathError
+from app.reload import ReloadBusyError, reload_classifier
 from app.service import IntentClassifier
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
-ERRORS = {
-    400: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-    503: {"model": ErrorResponse},
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
+ERROR_DOCS: dict[int, tuple[str, dict]] = {
+    400: ("body is not JSON or not a JSON object", {}),
+    401: (
+        "missing or wrong API key (when INTENT_API_KEY is set)",
+        {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    ),
+    403: ("package path outside INTENT_MODEL_ROOT", {}),
+    404: ("not found (admin endpoints without INTENT_API_KEY)", {}),
+    409: ("package refused (invalid, tampered, incompatible) or a reload already running", {}),
+    413: ("body over INTENT_MAX_BODY_BYTES", {}),
+    422: ("invalid field", {}),
+    429: ("queue full (INTENT_MAX_QUEUE): retry after Retry-After", RETRY_AFTER),
+    503: ("not ready, shutting down, or the model failed on this batch", RETRY_AFTER),
+    504: ("no answer within INTENT_REQUEST_TIMEOUT_MS", {}),
 }
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the error envelope."""
+    return {
+        code: {"model": ErrorResponse, "description": ERROR_DOCS[code][0], "headers": ERROR_DOCS[code][1]}
+        for code in codes
+    }
+
+
+def _digest(secret: bytes) -> bytes:
+    # Comparing fixed-size digests keeps the comparison constant-time whatever the lengths.
+    return hashlib.sha256(secret).digest()
+
+
+def check_key(request: Request) -> None:
+    """401 unless the service has no key or `Authorization: Bearer <key>` carries it (one message for any failure)."""
+    key = request.app.state.settings.api_key
+    if key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    # Headers arrive as latin-1 text: encoding back gives the client's exact bytes.
+    given = token.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
+    if not hmac.compare_digest(_digest(given), _digest(key.get_secret_value().encode())):
+        raise APIError(401, "unauthorized", "authentication required", {"WWW-Authenticate": "Bearer"})
+
+
+# Plain dependencies rather than fastapi.security: which operations need the key depends on the settings,
+# so app.api.openapi declares the security scheme itself.
+async def require_key(request: Request) -> None:
+    """Dependency of the classify, model and admin routes."""
+    check_key(request)
+
+
+async def require_metrics_key(request: Request) -> None:
+    """/metrics is open unless INTENT_METRICS_REQUIRE_AUTH is true."""
+    if request.app.state.settings.metrics_require_auth:
+        check_key(request)
+
+
+async def require_admin(request: Request) -> None:
+    """Admin routes do not exist (404) without a key: an unguarded reload would be worse than none."""
+    if request.app.state.settings.api_key is None:
+        raise APIError(404, "not_found", "Not Found")
+    check_key(request)
 
 
 def _classifier(request: Request) -> IntentClassifier:
@@ -34,7 +102,7 @@ def _classifier(request: Request) -> IntentClassifier:
 
 
 def _check_text(text: str, max_chars: int, where: str) -> None:
-    if not text.strip():
+    if is_blank(text):
         raise APIError(422, "invalid_request", f"{where}: must not be empty or whitespace only")
     if len(text) > max_chars:
         raise APIError(422, "invalid_request", f"{where}: {len(text)} characters exceeds the limit of {max_chars}")
@@ -45,25 +113,71 @@ def _check_top_k(top_k: int, max_top_k: int) -> None:
         raise APIError(422, "invalid_request", f"top_k: must be at most {max_top_k}")
 
 
-async def _run(classifier: IntentClassifier, texts: list[str], top_k: int) -> list[dict]:
+async def _disconnected(request: Request) -> None:
+    """Return when the client goes away: the body is read, so the next ASGI message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _discard(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an abandoned failure is not logged as "never retrieved"
+
+
+async def _run(request: Request, texts: list[str], top_k: int) -> list[dict]:
+    """Queue the texts, then wait for the answers, the request timeout or the client leaving: whichever is first."""
+    classifier = _classifier(request)
     try:
-        return await classifier.classify(texts, top_k)
+        futures = classifier.submit(texts)  # same step as the lookup: a reload cannot slip in between
+    except QueueFullError as exc:
+        raise APIError(429, "overloaded", "too many requests are waiting; retry shortly", {"Retry-After": "1"}) from exc
     except InferenceError as exc:
-        raise APIError(503, "inference_failed", "the model could not process this request; retry") from exc
+        raise APIError(503, "shutting_down", "the service is shutting down; retry", {"Retry-After": "1"}) from exc
+    timeout_ms = request.app.state.settings.request_timeout_ms
+    work = asyncio.ensure_future(classifier.results(futures, top_k))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({work, gone}, timeout=timeout_ms / 1000, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Timed out, client gone, or this handler cancelled: queued texts are dropped before the model sees them.
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+        work.add_done_callback(_discard)
+    if work in done:
+        try:
+            return work.result()
+        except InferenceError as exc:
+            raise APIError(
+                503, "inference_failed", "the model could not process this request; retry", {"Retry-After": "1"}
+            ) from exc
+    if gone in done:
+        # Nobody reads this answer; 499 (nginx's "client closed request") keeps it apart in the metrics.
+        raise APIError(499, "client_closed", "the client closed the connection")
+    raise APIError(504, "timeout", f"no answer within {timeout_ms:g} ms; retry later")
 
 
-@router.post("/classify", response_model=ClassifyResponse, responses=ERRORS)
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=errors(400, 401, 413, 422, 429, 503, 504),
+    dependencies=[Depends(require_key)],
+)
 async def classify(body: ClassifyRequest, request: Request) -> dict:
     """Classify one utterance; out-of-scope answers carry a fallback message."""
     settings = request.app.state.settings
     _check_text(body.text, settings.max_text_chars, "text")
     _check_top_k(body.top_k, settings.max_top_k)
-    classifier = _classifier(request)
-    (result,) = await _run(classifier, [body.text], body.top_k)
+    (result,) = await _run(request, [body.text], body.top_k)
     return result
 
 
-@router.post("/classify/batch", response_model=BatchResponse, responses=ERRORS)
+@router.post(
+    "/classify/batch",
+    response_model=BatchResponse,
+    responses=errors(400, 401, 413, 422, 429, 503, 504),
+    dependencies=[Depends(require_key)],
+)
 async def classify_batch(body: BatchRequest, request: Request) -> dict:
     """Classify up to INTENT_MAX_BATCH_TEXTS utterances; results keep the request order."""
     settings = request.app.state.settings
@@ -78,33 +192,39 @@ async def classify_batch(body: BatchRequest, request: Request) -> dict:
     for i, text in enumerate(body.texts):
         _check_text(text, settings.max_text_chars, f"texts.{i}")
     _check_top_k(body.top_k, settings.max_top_k)
-    classifier = _classifier(request)
-    return {"results": await _run(classifier, body.texts, body.top_k)}
+    return {"results": await _run(request, body.texts, body.top_k)}
 
 
 @router.get("/healthz")
 async def healthz() -> dict:
-    """Liveness: the process answers."""
+    """Liveness: the process answers (never needs a key, never waits for the model)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"model": ErrorResponse}})
+@router.get("/readyz", responses=errors(503))
 async def readyz(request: Request) -> dict:
-    """Readiness: 503 until the model is loaded and warmed up, and again while shutting down."""
+    """Readiness: 503 until the model is loaded and warmed up, and from the moment shutdown starts."""
+    if request.app.state.draining:
+        raise APIError(503, "shutting_down", "the service is shutting down", {"Retry-After": "1"})
     _classifier(request)
     return {"status": "ready"}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **errors(401),
+    },
+    dependencies=[Depends(require_metrics_key)],
+)
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition."""
+    """Prometheus text exposition (needs the key only with INTENT_METRICS_REQUIRE_AUTH=true)."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}})
-async def model_info(request: Request) -> dict:
-    """Summary of the loaded package's manifest."""
-    classifier = _classifier(request)
+def _model_info(classifier: IntentClassifier) -> dict:
     m = classifier.manifest
     return {
         "name": m.name,
@@ -119,3 +239,34 @@ async def model_info(request: Request) -> dict:
         "metrics": {k: v.model_dump() for k, v in m.metrics.items()},
         "created_at": m.created_at,
     }
+
+
+@router.get("/v1/model", response_model=ModelInfo, responses=errors(401, 503), dependencies=[Depends(require_key)])
+async def model_info(request: Request) -> dict:
+    """Summary of the loaded package's manifest."""
+    return _model_info(_classifier(request))
+
+
+@router.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    responses=errors(400, 401, 403, 404, 409, 413, 422, 503),
+    dependencies=[Depends(require_admin)],
+)
+async def reload(request: Request, body: ReloadRequest | None = None) -> dict:
+    """Load, verify and warm up a package, then swap it in; on any failure the current one keeps serving."""
+    _classifier(request)
+    model_dir = body.model_dir if body is not None else None
+    try:
+        old, new = await reload_classifier(request.app, model_dir)
+    except ReloadBusyError as exc:
+        raise APIError(409, "reload_in_progress", str(exc)) from exc
+    except PackagePathError as exc:
+        raise APIError(403, "path_forbidden", str(exc)) from exc
+    except PackageError as exc:
+        # An authenticated operator needs the reason (e.g. which file fails its sha256).
+        raise APIError(409, "package_refused", str(exc)) from exc
+    except Exception as exc:
+        logger.exception("reload failed")
+        raise APIError(409, "package_refused", "the package could not be loaded; see the service log") from exc
+    return {"previous": old.manifest.name, "model": _model_info(new)}

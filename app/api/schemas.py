@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+
+# "Blank" = only whitespace in Python's sense or in JSON Schema's (ECMA-262) sense: the documented pattern and
+# the handlers' check then agree for every client, whichever regex dialect it validates with.
+BLANK_CHARS = r"\s\x1c-\x1f\x85\ufeff"
+NOT_BLANK = f"[^{BLANK_CHARS}]"  # OpenAPI pattern: at least one non-blank character
+_BLANK = re.compile(f"[{BLANK_CHARS}]*")
+
+
+def is_blank(text: str) -> bool:
+    """True for an empty text or one made only of whitespace (and byte-order marks)."""
+    return _BLANK.fullmatch(text) is not None
+
+
+def _integral_number(value: Any) -> Any:
+    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema says); "3" and true stay invalid.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral_number)]
 
 
 class ClassifyRequest(BaseModel):
@@ -11,7 +35,7 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: StrictStr = Field(description="the user's utterance", examples=["transfer $100 from checking to savings"])
-    top_k: StrictInt = Field(default=3, ge=0, description="how many alternative intents to return")
+    top_k: JsonInt = Field(default=3, ge=0, description="how many alternative intents to return")
 
 
 class BatchRequest(BaseModel):
@@ -20,7 +44,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     texts: list[StrictStr] = Field(description="utterances, at most INTENT_MAX_BATCH_TEXTS")
-    top_k: StrictInt = Field(default=3, ge=0)
+    top_k: JsonInt = Field(default=3, ge=0)
 
 
 class Alternative(BaseModel):
@@ -83,3 +107,22 @@ class ModelInfo(BaseModel):
     source: dict
     metrics: dict
     created_at: str
+
+
+class ReloadRequest(BaseModel):
+    """Which package to load; by default the one being served (re-read from disk)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_dir: StrictStr | None = Field(
+        default=None, description="package folder; a relative path is taken under INTENT_MODEL_ROOT"
+    )
+
+
+class ReloadResponse(BaseModel):
+    """The package now serving and the one it replaced."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    previous: str
+    model: ModelInfo

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 
 from app.backends.base import Backend
@@ -9,7 +12,11 @@ from app.tokenizer import Encoded
 
 
 class FakeBackend(Backend):
-    """Scores label i high when a word of the label's name occurs in the text."""
+    """Scores label i high when a word of the label's name occurs in the text.
+
+    Tests may slow it (`delay`), hold it (clear `gate`) or make chosen calls raise (`fail_on`); these are
+    attributes, not settings, so nothing about them can be configured in production.
+    """
 
     name = "fake"
     precision = "none"
@@ -27,6 +34,10 @@ class FakeBackend(Backend):
         """Precompute label keywords."""
         self.keywords = [set(label.lower().split("_")) for label in self.manifest.labels]
         self.calls: list[int] = []  # batch sizes seen, for batching tests
+        self.delay = 0.0  # seconds per call
+        self.gate = threading.Event()  # cleared = every call waits here until it is set again
+        self.gate.set()
+        self.fail_on: set[int] = set()  # indexes into `calls` that raise
 
     def tokenize(self, texts: list[str]) -> Encoded:
         """Carry raw texts in an object array."""
@@ -36,7 +47,13 @@ class FakeBackend(Backend):
     def infer(self, batch: Encoded) -> np.ndarray:
         """Logit 8 per matching keyword, else 0; a text with no match is flat (low confidence)."""
         texts = [str(t).lower() for t in batch.input_ids[:, 0]]
-        self.calls.append(len(texts))
+        call = len(self.calls)
+        self.calls.append(len(texts))  # recorded on entry, so a test can see a call that is held at the gate
+        self.gate.wait()
+        if self.delay:
+            time.sleep(self.delay)
+        if call in self.fail_on:
+            raise RuntimeError(f"fake failure on call {call}")
         logits = np.zeros((len(texts), len(self.keywords)), dtype=np.float32)
         for row, text in enumerate(texts):
             words = set(text.replace("?", " ").split())

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,17 +15,44 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INTENT_", env_file=".env", extra="ignore")
 
     model_dir: Path = Path("artifacts/teacher")
+    model_root: Path | None = Field(
+        default=None, description="packages must resolve inside this folder; default: MODEL_DIR's parent"
+    )
     backend: str = "onnx-int8"
     oos_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     num_threads: int = Field(default=0, ge=0, description="0 = all cores")
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    max_queue: int = Field(default=256, ge=1, description="texts waiting for the model; beyond it 429")
+    request_timeout_ms: float = Field(default=5000.0, gt=0.0, description="queue wait + inference; beyond it 504")
+    shutdown_timeout_s: float = Field(default=20.0, gt=0.0, description="bound on draining accepted requests")
     max_text_chars: int = Field(default=1000, ge=1)
     max_batch_texts: int = Field(default=64, ge=1)
     max_top_k: int = Field(default=10, ge=1)
     max_body_bytes: int = Field(default=65536, ge=1024)
     cache_size: int = Field(default=0, ge=0, description="LRU prediction cache entries; 0 = off")
     warmup_runs: int = Field(default=3, ge=0)
+    api_key: SecretStr | None = Field(default=None, description="when set, Bearer auth on classify/model/admin")
+    metrics_require_auth: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Compose passes `INTENT_API_KEY=` for an unset shell variable: that means "no key", not "the empty key".
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> Settings:
+        # A full-size batch request must fit in an empty queue, or it could never be accepted.
+        if self.max_queue < self.max_batch_texts:
+            raise ValueError(f"max_queue ({self.max_queue}) must be >= max_batch_texts ({self.max_batch_texts})")
+        return self
+
+    @property
+    def package_root(self) -> Path:
+        """The folder every served package must resolve inside (symlinks followed)."""
+        return (self.model_root or Path(self.model_dir).absolute().parent).resolve()

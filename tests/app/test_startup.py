@@ -96,6 +96,20 @@ def test_invalid_setting(tiny_package: Path) -> None:
     assert proc.stderr.strip().startswith("intentserve: error: invalid setting INTENT_MAX_BATCH_SIZE")
 
 
+def test_inconsistent_settings(tiny_package: Path) -> None:
+    proc = start(tiny_package, "onnx", INTENT_MAX_QUEUE="4", INTENT_MAX_BATCH_TEXTS="8")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "intentserve: error: invalid settings: Value error, max_queue (4) must be >= max_batch_texts (8)"
+    )
+
+
+def test_package_outside_the_model_root(tiny_package: Path, tmp_path: Path) -> None:
+    proc = start(tiny_package, "onnx", INTENT_MODEL_ROOT=str(tmp_path))
+    assert proc.returncode == 2
+    assert "is outside the model root" in proc.stderr
+
+
 def test_good_package_loads_in_process(tiny_package: Path) -> None:
     classifier = IntentClassifier.load(Settings(model_dir=tiny_package, backend="onnx-int8"), Metrics())
     assert classifier.backend.name == "onnx-int8"
