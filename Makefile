@@ -35,7 +35,7 @@ serve: $(STAMP) $(PACKAGE)/manifest.json
 	INTENT_MODEL_DIR=$(PACKAGE) INTENT_BACKEND=$(BACKEND) $(PY) -m app
 
 test: $(STAMP) system-deps
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=10
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -ra -m "not slow"
