@@ -56,7 +56,9 @@ class IntentClassifier:
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, model_dir: Path | None = None) -> IntentClassifier:
         """Verify + load a package (default: the configured one) inside the model root, then warm it up."""
-        package = resolve_inside(model_dir or settings.model_dir, settings.package_root)
+        # INTENT_MODEL_DIR is relative to the working directory; a reload's model_dir to the model root.
+        requested = model_dir if model_dir is not None else Path(settings.model_dir).absolute()
+        package = resolve_inside(requested, settings.package_root)
         backend = load_backend(settings.backend, package, settings.num_threads)
         backend.warmup(settings.warmup_runs)
         logger.info("loaded package %r (%s) with backend %s", backend.manifest.name, package, settings.backend)

@@ -119,3 +119,12 @@ def test_tampered_package_never_loads_in_process(package_copy: Path) -> None:
     damage_sha(package_copy)
     with pytest.raises(PackageError, match="sha256 mismatch"):
         IntentClassifier.load(Settings(model_dir=package_copy, backend="onnx"), Metrics())
+
+
+def test_relative_model_dir_is_relative_to_the_working_directory(
+    tiny_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tiny_package.parent.parent)
+    relative = Path(tiny_package.parent.name) / tiny_package.name
+    classifier = IntentClassifier.load(Settings(model_dir=relative, backend="onnx"), Metrics())
+    assert classifier.backend.package_dir == tiny_package.resolve()
