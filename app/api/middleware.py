@@ -38,6 +38,14 @@ def request_id(scope: Scope) -> str:
     return uuid.uuid4().hex[:16]
 
 
+def json_content_type(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The API speaks only JSON: read every POST body as JSON (`curl -d` sends a form content type)."""
+    for name, value in headers:
+        if name == b"content-type" and b"json" in value.lower():
+            return headers
+    return [*(h for h in headers if h[0] != b"content-type"), (b"content-type", b"application/json")]
+
+
 class BodyTooLarge(HTTPException):
     """Raised inside receive() when the streamed body passes the limit (rendered as 413)."""
 
@@ -70,6 +78,8 @@ class ServiceMiddleware:
             return
         path = scope.get("path", "")
         endpoint = path if path in KNOWN_ENDPOINTS else "other"  # bounded label cardinality
+        if scope.get("method") == "POST":
+            scope["headers"] = json_content_type(scope.get("headers", []))
         rid = request_id(scope)
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)

@@ -42,7 +42,7 @@ CASES = [
         400,
         "not valid JSON",
     ),
-    ("/classify", {"content": b"text=hello", "headers": {"content-type": "text/plain"}}, 400, "must be a JSON object"),
+    ("/classify", {"content": b"text=hello", "headers": {"content-type": "text/plain"}}, 400, "not valid JSON"),
     ("/classify/batch", {"json": {"texts": []}}, 422, "texts: must contain at least one text"),
     ("/classify/batch", {"json": {"texts": ["a b"] * 9}}, 422, "9 texts exceeds the limit of 8"),
     ("/classify/batch", {"json": {"texts": ["ok", ""]}}, 422, "texts.1: must not be empty"),
@@ -63,6 +63,17 @@ async def test_bad_request(manifest_only_package: Path, path: str, kwargs: dict,
     assert error["request_id"]
     endpoint = path if path != "/nope" else "other"
     assert f'intent_requests_total{{endpoint="{endpoint}",status="{status}"}} 1.0' in metrics
+
+
+async def test_curl_form_content_type_is_read_as_json(manifest_only_package: Path) -> None:
+    # `curl -d '{...}'` sends application/x-www-form-urlencoded; the README's examples rely on this.
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    async with running_app(manifest_only_package, "fake") as (client, _):
+        r = await client.post("/classify", content=b'{"text": "what is the weather"}', headers=headers)
+        batch = await client.post("/classify/batch", content=b'{"texts": ["weather"]}', headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["intent"] == "weather"
+    assert batch.json()["results"][0]["intent"] == "weather"
 
 
 async def test_wrong_method(manifest_only_package: Path) -> None:
