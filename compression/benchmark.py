@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 from app.backends.base import Backend, load_backend
 from app.package import BACKEND_FILES, MANIFEST, Manifest, PackageError, package_size_mb, read_manifest
 from compression.data import Split
-from compression.evaluate import latency_queries, predict_probs, scores
+from compression.evaluate import latency_queries, predict_probs, scores, summarize_ms
 
 logger = logging.getLogger(__name__)
 
@@ -149,18 +148,6 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "hostname": platform.node(),
-    }
-
-
-def summarize_ms(times: Sequence[float]) -> dict[str, float]:
-    """mean, std, p50 and p99 of latencies in ms, with the same definitions as evaluate.latency_ms."""
-    ordered = sorted(times)
-    n = len(ordered)
-    return {
-        "mean": statistics.fmean(ordered),
-        "std": statistics.pstdev(ordered),
-        "p50": ordered[n // 2],
-        "p99": ordered[min(n - 1, int(0.99 * n))],
     }
 
 

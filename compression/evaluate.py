@@ -65,12 +65,18 @@ def latency_ms(backend: Backend, queries: list[str], runs: int, warmup: int) -> 
         start = time.perf_counter()
         backend.predict([query])
         times.append((time.perf_counter() - start) * 1000)
-    times.sort()
+    return summarize_ms(times)
+
+
+def summarize_ms(times: list[float]) -> dict[str, float]:
+    """mean, std, p50 and p99 of latencies in ms (shared by evaluate and the benchmark)."""
+    ordered = sorted(times)
+    n = len(ordered)
     return {
-        "mean": statistics.fmean(times),
-        "std": statistics.pstdev(times),
-        "p50": times[len(times) // 2],
-        "p99": times[min(len(times) - 1, int(0.99 * len(times)))],
+        "mean": statistics.fmean(ordered),
+        "std": statistics.pstdev(ordered),
+        "p50": ordered[n // 2],
+        "p99": ordered[min(n - 1, int(0.99 * n))],
     }
 
 
