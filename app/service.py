@@ -136,6 +136,10 @@ class IntentClassifier:
         finally:
             for future in futures:
                 future.cancel()  # no-op for finished ones; unfinished ones cost no model time
+        return self.answers(rows, top_k)
+
+    def answers(self, rows: list[np.ndarray], top_k: int) -> list[dict[str, Any]]:
+        """API answers for probability rows."""
         return [self.decide(row, top_k) for row in rows]
 
     async def classify(self, texts: list[str], top_k: int) -> list[dict[str, Any]]:
