@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 PACKAGE ?= artifacts/teacher
 BACKEND ?= onnx-int8
 PRESET ?= quick
+REPLICAS ?= 2
 
-.PHONY: install system-deps serve package test test-fast lint benchmark loadtest bench-serving clean
+.PHONY: install system-deps serve serve-ray package test test-fast lint benchmark loadtest bench-serving clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,11 @@ package: $(PACKAGE)/manifest.json
 
 serve: $(STAMP) $(PACKAGE)/manifest.json
 	INTENT_MODEL_DIR=$(PACKAGE) INTENT_BACKEND=$(BACKEND) $(PY) -m app
+
+# Ray Serve (extra `ray`): the same app in $(REPLICAS) replicas behind Ray's proxy on :8000; see docs/deployment.md.
+serve-ray: $(STAMP) $(PACKAGE)/manifest.json
+	INTENT_MODEL_DIR=$(abspath $(PACKAGE)) INTENT_BACKEND=$(BACKEND) INTENT_NUM_THREADS=1 \
+		$(VENV)/bin/serve run app.ray_serve:app_builder num_replicas=$(REPLICAS) num_cpus=1
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -ra --durations=10
