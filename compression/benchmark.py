@@ -9,6 +9,7 @@ within one run: same process, same machine, same background load.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -38,6 +39,8 @@ TIMING_ONLY_LABEL = "bert-base-shaped (timing only, random weights)"
 SCORE_KEYS = ("accuracy", "in_scope_accuracy", "oos_recall")
 LATENCY_KEYS = ("latency_mean_ms", "latency_std_ms", "latency_p50_ms", "latency_p99_ms")
 RATIO_KEYS = ("size_ratio_vs_ref", "speedup_vs_ref", "accuracy_delta_pts")
+# Zero share and counts of the encoder's Linear weights (the scope compression.prune prunes).
+SPARSITY_KEYS = ("sparsity", "encoder_linear_params", "encoder_linear_nonzero")
 ROW_KEYS = (
     "label",
     "package",
@@ -50,6 +53,8 @@ ROW_KEYS = (
     *SCORE_KEYS,
     "size_mb",
     "size_file",
+    "gzip_size_mb",
+    *SPARSITY_KEYS,
     *LATENCY_KEYS,
     "latency_runs",
     *RATIO_KEYS,
@@ -63,12 +68,15 @@ MD_COLUMNS = (
     "in-scope acc %",
     "oos recall %",
     "size MB",
+    "gzip MB",
     "p50 ms",
     "p99 ms",
     "mean±std ms",
     "size ratio (x smaller)",
     "speed-up (x faster, p50)",
     "Δ accuracy (pts)",
+    "sparsity %",
+    "enc. Linear nonzero (M)",
 )
 
 
@@ -87,6 +95,7 @@ class BenchmarkConfig:
     block_warmup: int = 2
     batch_size: int = 64
     bert_base: bool = True
+    gzip: bool = True  # gzip -6 each row's weights file (seconds per 100 MB): what sparsity saves on disk
     seed: int = 0
     output_dir: Path = Path("reports")
 
@@ -224,9 +233,42 @@ def safetensors_size_mb(model: Any) -> float:
         return sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors")) / 1e6
 
 
+@functools.cache
+def _gzip_mb(path: str, mtime_ns: int) -> float:
+    """gzip -6 size of a file in MB (cached per file version: packages share files across rows)."""
+    from compression.prune import gzip_size
+
+    return gzip_size(Path(path)) / 1e6
+
+
+@functools.cache
+def _package_sparsity(package_dir: str, mtime_ns: int) -> dict[str, Any]:
+    """SPARSITY_KEYS of a package's model.safetensors (cached per file version)."""
+    from compression.prune import package_weight_stats
+
+    stats = package_weight_stats(Path(package_dir))
+    return {k: stats[k] for k in SPARSITY_KEYS}
+
+
+def _size_fields(package_dir: Path, backend: str, gzip: bool) -> dict[str, Any]:
+    """Size on disk, gzip size and encoder Linear sparsity fields of one package x backend."""
+    path = Path(package_dir) / BACKEND_FILES[backend]
+    weights = Path(package_dir) / "model.safetensors"
+    row: dict[str, Any] = {"size_mb": package_size_mb(package_dir, backend), "size_file": BACKEND_FILES[backend]}
+    row["gzip_size_mb"] = _gzip_mb(str(path), path.stat().st_mtime_ns) if gzip else None
+    if weights.is_file():
+        row |= _package_sparsity(str(package_dir), weights.stat().st_mtime_ns)
+    else:
+        row |= dict.fromkeys(SPARSITY_KEYS)
+    return row
+
+
 def _timing_row(backend: Backend, tokenizer_dir: Path) -> dict[str, Any]:
     """The row fields of the timing-only model (no accuracy)."""
+    from compression.prune import weight_stats
+
     model = backend.model  # type: ignore[attr-defined]
+    stats = weight_stats(model.state_dict())
     return {
         "label": TIMING_ONLY_LABEL,
         "package": TIMING_ONLY_LABEL,
@@ -239,6 +281,8 @@ def _timing_row(backend: Backend, tokenizer_dir: Path) -> dict[str, Any]:
         **dict.fromkeys(SCORE_KEYS),
         "size_mb": safetensors_size_mb(model),
         "size_file": "fp32 safetensors written by save_pretrained to a temp dir",
+        "gzip_size_mb": None,
+        **{k: stats[k] for k in SPARSITY_KEYS},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "num_labels": model.config.num_labels,
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
@@ -269,7 +313,7 @@ def _latency_fields(lat: dict[str, float], runs: int) -> dict[str, Any]:
 
 
 def _package_row(
-    package_dir: Path, manifest: Manifest, backend: Backend, test: Split, batch_size: int
+    package_dir: Path, manifest: Manifest, backend: Backend, test: Split, batch_size: int, gzip: bool = True
 ) -> dict[str, Any]:
     """Accuracy and size fields of one package x backend (latency is added later, for all rows at once)."""
     probs = predict_probs(backend, test, batch_size, desc=f"{manifest.name}/{backend.name}")
@@ -284,7 +328,7 @@ def _package_row(
         "calibrated": "calibration" in manifest.source,
     }
     row |= scores(probs, test.labels, manifest, manifest.oos_threshold)
-    row |= {"size_mb": package_size_mb(package_dir, backend.name), "size_file": BACKEND_FILES[backend.name]}
+    row |= _size_fields(package_dir, backend.name, gzip)
     return row
 
 
@@ -373,7 +417,7 @@ def run_benchmark(cfg: BenchmarkConfig, test: Split, data_source: str) -> dict[s
                 logger.warning("skipping %s/%s: %s", package_dir, name, exc)
                 skipped.append(f"{package_dir}/{name}: {exc}")
                 continue
-            row = _package_row(package_dir, manifest, backend, test, cfg.batch_size)
+            row = _package_row(package_dir, manifest, backend, test, cfg.batch_size, cfg.gzip)
             logger.info("%s: accuracy %.4f, size %.1f MB", row["label"], row["accuracy"], row["size_mb"])
             rows.append(row)
             backends.append(backend)
@@ -464,12 +508,15 @@ def format_markdown(report: dict[str, Any]) -> str:
             _pct(r["in_scope_accuracy"]),
             _pct(r["oos_recall"]),
             f"{r['size_mb']:.1f}",
+            _num(r.get("gzip_size_mb"), ".1f"),
             f"{r['latency_p50_ms']:.2f}",
             f"{r['latency_p99_ms']:.2f}",
             f"{r['latency_mean_ms']:.2f} ± {r['latency_std_ms']:.2f}",
             _num(r["size_ratio_vs_ref"], ".2f"),
             _num(r["speedup_vs_ref"], ".2f"),
             _num(r["accuracy_delta_pts"], "+.2f"),
+            _pct(r.get("sparsity")),
+            _num(None if r.get("encoder_linear_nonzero") is None else r["encoder_linear_nonzero"] / 1e6, ".2f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -477,6 +524,11 @@ def format_markdown(report: dict[str, Any]) -> str:
         "Size = the weights file the backend loads (torch-int8 quantizes at load time, so its file is the fp32 "
         "safetensors). Accuracy uses each package's calibrated oos threshold. The bert-base-shaped row has random "
         "weights: its size is its fp32 safetensors file and it has no accuracy.",
+        "",
+        "gzip MB = that file compressed with gzip -6 (what unstructured sparsity saves on disk or download). "
+        "Sparsity = share of zero weights in the encoder's Linear layers (attention q/k/v/output, FFN); "
+        "enc. Linear nonzero = their nonzero weights in millions (structured pruning lowers it by shrinking the "
+        "layers). ONNX Runtime on CPU runs zero weights densely: unstructured sparsity brings no speed-up.",
     ]
     if meta["skipped"]:
         lines += ["", "Skipped: " + "; ".join(meta["skipped"])]

@@ -51,6 +51,7 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=0, help="Optuna trials before the final run (0 = no search)")
     p.add_argument("--trial-fraction", type=float, default=0.2, help="share of the train split per trial")
     p.add_argument("--baseline", action="store_true", help="also train the same student with alpha=1 (no teacher)")
+    p.add_argument("--no-finish", action="store_true", help="train and save only (no export/quantize/evaluate)")
     p.add_argument("--num-threads", type=int)
     p.add_argument("--seed", type=int, default=42)
 
@@ -101,6 +102,77 @@ def run_distill(args: argparse.Namespace, data) -> list[Path]:
     return outputs
 
 
+def _add_prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=Path("artifacts/student"), help="package to prune (the student)")
+    p.add_argument("--method", choices=["magnitude", "movement", "structured"], default="magnitude")
+    p.add_argument("--sparsity", type=float, default=0.9, help="final share of zero encoder Linear weights")
+    p.add_argument("--initial-sparsity", type=float, default=0.0, help="sparsity at the start of the cubic schedule")
+    p.add_argument("--prune-start", type=float, default=0.1, help="share of steps before pruning starts (t0)")
+    p.add_argument("--prune-end", type=float, default=0.7, help="share of steps by which the final sparsity is reached")
+    p.add_argument("--prune-every", type=int, default=10, help="steps between sparsity updates (dt)")
+    p.add_argument("--heads-per-layer", type=int, help="structured: attention heads kept in every layer")
+    p.add_argument("--ffn-keep", type=int, help="structured: FFN neurons kept in every layer")
+    p.add_argument("--importance-examples", type=int, default=2048, help="structured: train examples for importance")
+    p.add_argument("--distill-from", type=Path, help="teacher package for the KD loss (default: labels only)")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label cross-entropy (with a teacher)")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--epochs", type=float, default=10.0)
+    p.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=1e-4)
+    p.add_argument("--scores-lr", type=float, default=1e-2, help="movement: learning rate of the mask scores")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-train-examples", type=int, help="random subset of the train split (quick runs)")
+    p.add_argument("--output-dir", type=Path, help="default: artifacts/pruned-METHOD-SPARSITY (or -hH-fF)")
+    p.add_argument("--name", help="package name (default: the output folder's name)")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    finish = p.add_mutually_exclusive_group()
+    finish.add_argument("--no-finish", action="store_true", help="train and save only (no export/quantize/evaluate)")
+    finish.add_argument(
+        "--finish-only", action="store_true", help="only export/quantize/calibrate/evaluate the package at --output-dir"
+    )
+    p.add_argument("--num-threads", type=int)
+    p.add_argument("--seed", type=int, default=42)
+
+
+def run_prune(args: argparse.Namespace, data) -> Path:
+    """Prune one package (magnitude, movement or structured) and save it."""
+    from compression.prune import PruneConfig, prune
+
+    if not (Path(args.model) / "manifest.json").is_file():
+        raise SystemExit(f"prune: no model package at {args.model} (run `python -m compression distill` first)")
+    if args.distill_from is not None and not (Path(args.distill_from) / "manifest.json").is_file():
+        raise SystemExit(f"prune: no teacher package at {args.distill_from} (--distill-from)")
+    cfg = PruneConfig(
+        model_dir=args.model,
+        method=args.method,
+        output_dir=args.output_dir,
+        name=args.name,
+        sparsity=args.sparsity,
+        initial_sparsity=args.initial_sparsity,
+        prune_start=args.prune_start,
+        prune_end=args.prune_end,
+        prune_every=args.prune_every,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        scores_learning_rate=args.scores_lr,
+        batch_size=args.batch_size,
+        teacher_dir=args.distill_from,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        heads_per_layer=args.heads_per_layer,
+        ffn_keep=args.ffn_keep,
+        importance_examples=args.importance_examples,
+        max_train_examples=args.max_train_examples,
+        seed=args.seed,
+        num_threads=args.num_threads,
+        device=args.device,
+    )
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise SystemExit(f"prune: {exc}") from exc
+    return prune(cfg, data)
+
+
 def _add_package_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--package", type=Path, default=Path("artifacts/teacher"), help="model package folder")
 
@@ -134,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int, default=0)
     p = sub.add_parser("distill", help="distill a teacher package into a student (KD, optional Optuna search)")
     _add_distill_args(p)
+    p = sub.add_parser("prune", help="prune a package (magnitude, movement or structured), then finish it")
+    _add_prune_args(p)
+    p = sub.add_parser("finish", help="export -> quantize -> calibrate -> evaluate a trained package (e.g. from a GPU)")
+    _add_package_arg(p)
+    _add_quant_args(p)
+    p.add_argument("--num-threads", type=int, default=0)
     p = sub.add_parser("benchmark", help="every package x backend in one run: accuracy, size, latency, ratios, plot")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="folder searched for packages")
@@ -190,7 +268,27 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "distill":
         data = load_clinc(args.data)
         for package in run_distill(args, data):
+            if not args.no_finish:
+                finish_package(package, data, num_threads=args.num_threads or 0)
+    elif args.command == "prune":
+        from compression.prune import record_compressed_sizes
+
+        data = load_clinc(args.data)
+        if args.finish_only:  # e.g. a package pruned with --no-finish on a GPU machine without optimum
+            if args.output_dir is None or not (args.output_dir / "manifest.json").is_file():
+                raise SystemExit("prune --finish-only: pass --output-dir PACKAGE_DIR of an already-pruned package")
+            package = args.output_dir
+        else:
+            package = run_prune(args, data)
+        if not args.no_finish:
             finish_package(package, data, num_threads=args.num_threads or 0)
+            record_compressed_sizes(package)  # the ONNX files exist now
+    elif args.command == "finish":
+        finish_package(args.package, load_clinc(args.data), args.quant_preset, args.per_channel, args.num_threads)
+        if (read := args.package / "manifest.json").is_file() and '"pruning"' in read.read_text():
+            from compression.prune import record_compressed_sizes
+
+            record_compressed_sizes(args.package)
     elif args.command == "benchmark":
         from compression.benchmark import BenchmarkConfig, format_markdown, run_benchmark, write_reports
 
