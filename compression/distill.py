@@ -113,6 +113,7 @@ def teacher_logits(teacher: Any, dataset: EncodedSplit, tokenizer: Any, batch_si
     from transformers import DataCollatorWithPadding
 
     collate = DataCollatorWithPadding(tokenizer)
+    device = next(teacher.parameters()).device
     out = []
     teacher.eval()
     with torch.inference_mode():
@@ -121,7 +122,7 @@ def teacher_logits(teacher: Any, dataset: EncodedSplit, tokenizer: Any, batch_si
                 {k: v for k, v in dataset[i].items() if k != "labels"}
                 for i in range(start, min(len(dataset), start + batch_size))
             ]
-            out.append(teacher(**collate(rows)).logits.float())
+            out.append(teacher(**collate(rows).to(device)).logits.float().cpu())
     return torch.cat(out)
 
 
@@ -194,7 +195,7 @@ def accuracy(model: Any, tokenizer: Any, split: Split, label2id: dict[str, int],
         for start in range(0, len(split), 256):
             texts = split.texts[start : start + 256]
             enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            pred = model(**enc).logits.argmax(-1).tolist()
+            pred = model(**enc.to(model.device)).logits.argmax(-1).tolist()
             correct += sum(p == label2id[g] for p, g in zip(pred, split.labels[start : start + 256], strict=True))
     return correct / len(split)
 
@@ -217,6 +218,8 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     teacher, tokenizer = load_teacher(cfg.teacher_dir)
+    if torch.cuda.is_available():
+        teacher.to("cuda")  # only for the logits pass; training moves the student itself
     # The student keeps the teacher's logit order, so soft targets line up label by label.
     labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
     if set(labels) != set(data.labels):

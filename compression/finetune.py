@@ -32,7 +32,8 @@ class EncodedSplit:
 
 
 def training_args(cfg: FinetuneConfig, work_dir: Path) -> Any:
-    """TrainingArguments shared by fine-tuning and distillation (CPU, no checkpoints)."""
+    """TrainingArguments shared by fine-tuning and distillation (a GPU when there is one, no checkpoints)."""
+    import torch
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -48,7 +49,7 @@ def training_args(cfg: FinetuneConfig, work_dir: Path) -> Any:
         logging_steps=100,
         report_to=[],
         seed=cfg.seed,
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
     )
 

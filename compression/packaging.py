@@ -31,6 +31,7 @@ def save_torch_package(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
+    model.to("cpu")  # trained on a GPU or not, the package holds CPU tensors
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {label: i for i, label in enumerate(labels)}
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fill .remote/ (git-ignored via .git/info/exclude) with what scripts/remote/train.py needs on a GPU machine that
+# has PyTorch but no network: cp312 wheels of the pinned stack, the CLINC150 files, and the base encoder packed
+# as fp16 with only the embedding rows of tokens that occur in the data (any split, oos included: a row left
+# out is zero there, which changes what the model sees).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${DATA:-../shared/data/clinc150}
+PY=.venv/bin/python
+mkdir -p .git/info .remote/whl .remote/base .remote/data/clinc150
+grep -qx "/.remote/" .git/info/exclude 2>/dev/null || echo "/.remote/" >> .git/info/exclude
+$PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .remote/whl \
+  transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.0 optuna==5.0.0 colorlog \
+  pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+cp "$DATA/data_oos_plus.json" "$DATA/domains.json" .remote/data/clinc150/
+BASE=$($PY -c "from compression.config import default_base_model; print(default_base_model())")
+for f in config.json tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do cp "$BASE/$f" .remote/base/; done
+$PY - "$BASE" <<'PY'
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+data = json.load(open(".remote/data/clinc150/data_oos_plus.json"))
+ids = set(tok.all_special_ids)
+for rows in data.values():  # every split, the oos_* ones included
+    for text, _ in rows:
+        ids.update(tok(text, truncation=True, max_length=64)["input_ids"])
+json.dump(sorted(ids), open(".remote/token_ids.json", "w"))
+print(f"{len(ids)} token ids")
+PY
+$PY scripts/remote/weights.py pack "$BASE" .remote/base/model.pack.safetensors --token-ids .remote/token_ids.json
+du -sh .remote
