@@ -27,13 +27,23 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
 
     from app.metrics import Metrics
-    from app.server import serve
+    from app.server import serve, serve_workers
     from app.service import IntentClassifier
 
     try:
+        if settings.workers > 1:
+            # Check the package here (files, sha256, backend) and load the model only in the forked workers:
+            # a process that forks after starting model threads can deadlock its children.
+            from app.backends.base import check_package
+
+            check_package(settings)
+            return serve_workers(settings)
         classifier = IntentClassifier.load(settings, Metrics())
     except PackageError as exc:
         print(f"intentserve: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # workers > 1: the port is checked before forking
+        print(f"intentserve: error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 2
     return serve(settings, classifier)
 

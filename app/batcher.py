@@ -38,7 +38,7 @@ class MicroBatcher:
         self,
         predict: Callable[[list[str]], np.ndarray],
         max_batch_size: int = 32,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         on_batch: Callable[[int, float, list[float]], None] | None = None,
         max_queue: int = 0,
     ) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable, set by app.server for N workers
 
 # 0.5 ms .. 2 s, roughly x2 per step: resolves both int8 single queries and overload tails.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.0)
@@ -12,7 +17,13 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 class Metrics:
     """All service metrics on a private registry (tests build many apps in one process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        # With several worker processes each one writes its values to files in multiprocess_dir, and /metrics
+        # (served by any worker) sums them: a scrape sees the whole server, not one worker.
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is not None:
+            os.environ[MULTIPROC_ENV] = multiprocess_dir  # read by MultiProcessValue when each metric is created
+            values.ValueClass = values.MultiProcessValue()
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -44,9 +55,16 @@ class Metrics:
         self.batch_size = Histogram("intent_batch_size", "Texts per model call", buckets=BATCH_BUCKETS, registry=r)
         self.predictions = Counter("intent_predictions_total", "Returned intents", ["intent"], registry=r)
         self.oos = Counter("intent_oos_total", "Out-of-scope answers by reason", ["reason"], registry=r)
-        self.inflight = Gauge("intent_inflight_requests", "Requests being handled", registry=r)
+        # Gauges in multiprocess mode: in-flight requests add up over live workers; model info is 1 if any has it.
+        self.inflight = Gauge(
+            "intent_inflight_requests", "Requests being handled", registry=r, multiprocess_mode="livesum"
+        )
         self.model_info = Gauge(
-            "intent_model_info", "Loaded model (value 1)", ["model", "backend", "precision"], registry=r
+            "intent_model_info",
+            "Loaded model (value 1)",
+            ["model", "backend", "precision"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.cache = Counter(
             "intent_cache_requests", "Prediction cache lookups (INTENT_CACHE_SIZE > 0)", ["result"], registry=r
@@ -55,3 +73,11 @@ class Metrics:
             self.oos.labels(reason=reason)
         for result in ("hit", "miss"):
             self.cache.labels(result=result)
+
+    def exposition(self) -> bytes:
+        """Prometheus text format: this process's registry, or the sum over all workers' files."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry)

@@ -59,7 +59,7 @@ class IntentClassifier:
         # INTENT_MODEL_DIR is relative to the working directory; a reload's model_dir to the model root.
         requested = model_dir if model_dir is not None else Path(settings.model_dir).absolute()
         package = resolve_inside(requested, settings.package_root)
-        backend = load_backend(settings.backend, package, settings.num_threads)
+        backend = load_backend(settings.backend, package, settings.threads_per_worker)
         backend.warmup(settings.warmup_runs)
         logger.info("loaded package %r (%s) with backend %s", backend.manifest.name, package, settings.backend)
         return cls(backend, settings, metrics)

@@ -18,7 +18,9 @@ Configurations (`--configs`, comma-separated, run in this order by default):
     student-onnx-int8          our service, backend onnx-int8, student package (micro-batching on)
     student-onnx-int8-nobatch  as above with INTENT_MAX_BATCH_SIZE=1 (batching off)
 
-Threads: our service gets INTENT_NUM_THREADS=--num-threads, default cores - 1 (1 on a 2-core box).
+Workers and threads: our service runs --workers processes on one port (INTENT_WORKERS; one event loop and
+one model per process: a process's loop and model thread share one GIL, separate processes do not) with
+INTENT_NUM_THREADS=--num-threads model threads each, default cores - 1 (1 on a 2-core box).
 Inference runs in one dedicated thread per process; the event loop (HTTP, JSON, tokenization
 scheduling) and wrk need CPU at the same time, and ORT's intra-op threads spin while they wait.
 Measured on the 2-core dev VM (3 s runs, onnx-int8, batching on and off, c=8 and c=32, two rounds):
@@ -64,6 +66,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "clinc150" / "data_oos_plus.jso
 LUA = REPO / "loadtests" / "wrk_classify.lua"
 LOCUSTFILE = REPO / "loadtests" / "bench_locustfile.py"
 ALL_CONFIGS = ["noop", "naive", "teacher-torch", "student-onnx", "student-onnx-int8", "student-onnx-int8-nobatch"]
+OPTIONAL_CONFIGS = ["pruned-onnx-int8"]  # needs --pruned
 
 
 @dataclass
@@ -93,6 +96,7 @@ def build_configs(args: argparse.Namespace) -> dict[str, Config]:
                 "INTENT_MODEL_DIR": str(package),
                 "INTENT_BACKEND": backend,
                 "INTENT_NUM_THREADS": threads,
+                "INTENT_WORKERS": str(args.workers),
                 **env,
                 **extra,
             },
@@ -124,6 +128,18 @@ def build_configs(args: argparse.Namespace) -> dict[str, Config]:
             "onnx-int8",
             "our service, ONNX int8, student, batching off",
             INTENT_MAX_BATCH_SIZE="1",
+        ),
+        **(
+            {
+                "pruned-onnx-int8": service(
+                    "pruned-onnx-int8",
+                    args.pruned,
+                    "onnx-int8",
+                    "our service, ONNX int8, structured-pruned student, batching on",
+                )
+            }
+            if args.pruned
+            else {}
         ),
     }
 
@@ -183,12 +199,17 @@ def stop_process_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
+    """User + system CPU seconds of a process and its live child processes (INTENT_WORKERS > 1), from /proc."""
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent pid
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                found = True
+        except (OSError, IndexError, ValueError):
+            continue
+    return total if found else None
 
 
 # ---------------------------------------------------------------------------------- load generators
@@ -421,7 +442,7 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, Any]],
         f"Machine: {meta['cpu']} x {meta['cpu_count']} cores, load average before the run {meta['loadavg_before']}.",
         f"Load: {meta['loadgen']}, closed loop, {meta['duration_s']} s per level after a {meta['warmup_s']} s warm-up; "
         f"{meta['queries']['queries']} CLINC150 test queries ({meta['queries']['oos_queries']} out of scope) cycled.",
-        f"Our service: INTENT_NUM_THREADS={meta['num_threads']}"
+        f"Our service: INTENT_WORKERS={meta.get('workers', 1)}, INTENT_NUM_THREADS={meta['num_threads']} per worker"
         + (f", extra env {meta['server_env']}" if meta["server_env"] else "")
         + "; naive and noop keep library defaults.",
         "",
@@ -454,6 +475,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="seconds of unrecorded load after startup (0 = none)")
     p.add_argument("--teacher", type=Path, default=REPO / "artifacts" / "teacher")
     p.add_argument("--student", type=Path, default=None, help="default: artifacts/student if present, else --teacher")
+    p.add_argument("--workers", type=int, default=1, help="INTENT_WORKERS for our service (processes on one port)")
+    p.add_argument(
+        "--pruned", type=Path, default=None, help="a further (e.g. structured-pruned) package: adds pruned-onnx-int8"
+    )
     p.add_argument(
         "--num-threads",
         type=int,
@@ -482,10 +507,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.student is None:
         student = REPO / "artifacts" / "student"
         args.student = student if (student / "manifest.json").is_file() else args.teacher
-    args.config_list = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = sorted(set(args.config_list) - set(ALL_CONFIGS))
+    configs = args.configs + (",pruned-onnx-int8" if args.pruned and "--configs" not in (argv or sys.argv) else "")
+    args.config_list = [c.strip() for c in configs.split(",") if c.strip()]
+    unknown = sorted(set(args.config_list) - set(ALL_CONFIGS + OPTIONAL_CONFIGS))
     if unknown:
-        p.error(f"unknown configs {unknown}; choose from {ALL_CONFIGS}")
+        p.error(f"unknown configs {unknown}; choose from {ALL_CONFIGS + OPTIONAL_CONFIGS}")
+    if "pruned-onnx-int8" in args.config_list and args.pruned is None:
+        p.error("pruned-onnx-int8 needs --pruned PACKAGE")
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not args.levels or min(args.levels) < 1:
         p.error("--concurrency needs positive integers")
@@ -494,6 +522,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--server-env expects KEY=VALUE, got {kv!r}")
     needs = {"naive": args.teacher, "teacher-torch": args.teacher}
     needs.update({c: args.student for c in args.config_list if c.startswith("student")})
+    needs.update({c: args.pruned for c in args.config_list if c.startswith("pruned")})
     for cfg, pkg in needs.items():
         if cfg in args.config_list and not (Path(pkg) / "manifest.json").is_file():
             p.error(f"{cfg}: no model package at {pkg} (pass --teacher / --student)")
@@ -530,7 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_s": args.warmup,
         "concurrency": args.levels,
         "num_threads": args.num_threads,
+        "workers": args.workers,
         "server_env": args.server_env,
+        "pruned": str(args.pruned) if args.pruned else None,
         "teacher": str(args.teacher),
         "teacher_package": package_name(args.teacher),
         "student": str(args.student),

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.errors import APIError
 from app.api.schemas import (
@@ -250,7 +250,7 @@ async def readyz(request: Request) -> dict:
 )
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition (needs the key only with INTENT_METRICS_REQUIRE_AUTH=true)."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _model_info(classifier: IntentClassifier) -> dict:
@@ -285,6 +285,11 @@ async def model_info(request: Request) -> dict:
 async def reload(request: Request, body: ReloadRequest | None = None) -> dict:
     """Load, verify and warm up a package, then swap it in; on any failure the current one keeps serving."""
     _classifier(request)
+    if request.app.state.settings.workers > 1:
+        # A reload would swap the model in the one worker that got this request and leave the others as they are.
+        raise APIError(
+            409, "reload_unavailable", "hot reload needs INTENT_WORKERS=1; with several workers, restart the service"
+        )
     model_dir = body.model_dir if body is not None else None
     try:
         old, new = await reload_classifier(request.app, model_dir)

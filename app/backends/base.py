@@ -6,12 +6,15 @@ import importlib
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from app.package import BACKEND_FILES, TOKENIZER_FILE, Manifest, PackageError, verify_package
 from app.tokenizer import Encoded, TextEncoder
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +123,12 @@ def load_backend(name: str, package_dir: Path, num_threads: int = 0) -> Backend:
     cls = backend_class(name)
     manifest = verify_package(Path(package_dir), name, cls.required_files())
     return cls(package_dir, manifest, num_threads)
+
+
+def check_package(settings: Settings) -> None:
+    """Everything load_backend checks short of loading the model: root, files, sha256, backend (PackageError)."""
+    from app.package import resolve_inside
+
+    package = resolve_inside(Path(settings.model_dir).absolute(), settings.package_root)
+    cls = backend_class(settings.backend)
+    verify_package(package, settings.backend, cls.required_files())
