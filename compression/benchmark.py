@@ -535,8 +535,11 @@ def format_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BACKEND_MARKERS = {"torch": "o", "torch-int8": "D", "onnx": "s", "onnx-int8": "^"}
+
+
 def plot_benchmark(report: dict[str, Any], path: Path | None = None) -> Any:
-    """Accuracy (%) vs mean latency (ms), bubble area proportional to size MB; returns the Figure."""
+    """Accuracy (%) vs mean latency (ms, log scale): colour = package, marker = backend, area = size MB."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -552,22 +555,30 @@ def plot_benchmark(report: dict[str, Any], path: Path | None = None) -> Any:
     ys = [100 * r["accuracy"] for r in scored] or [0.0, 100.0]
     pad = max(1.0, 0.15 * (max(ys) - min(ys)))
     lo, hi = min(ys) - 2 * pad, max(ys) + 2 * pad
-    x_max = max(r["latency_mean_ms"] for r in rows)
+    xs = [r["latency_mean_ms"] for r in rows]
     ax.set_ylim(lo, hi)
-    ax.set_xlim(0, 1.12 * x_max)
+    # Log latency: a 60x spread (bert-base vs int8 students) leaves every small model readable.
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
     colors = {p: f"C{i % 10}" for i, p in enumerate(dict.fromkeys(r["package"] for r in scored))}
-    points = []
+    # Per-point text would pile up (4 backends x N packages within a few ms): colour and marker say it all.
     for r in scored:
-        x, y, c, s = r["latency_mean_ms"], 100 * r["accuracy"], colors[r["package"]], 3000 * r["size_mb"] / max_size
-        ax.scatter(x, y, s=s, color=c, alpha=0.45, edgecolors=c, linewidths=1.5)
-        points.append((x, y, math.sqrt(s / math.pi), f"{r['label']} · {r['size_mb']:.3g} MB", "black"))
+        c, s = colors[r["package"]], 2500 * r["size_mb"] / max_size
+        marker = BACKEND_MARKERS.get(r["backend"], "o")
+        ax.scatter(r["latency_mean_ms"], 100 * r["accuracy"], s=s, color=c, marker=marker, alpha=0.45, edgecolors=c)
     for r in timing:  # no accuracy: a hollow dashed marker just above the bottom edge, below every scored row
-        x, y, s = r["latency_mean_ms"], lo + 0.5 * pad, 3000 * r["size_mb"] / max_size
+        x, y, s = r["latency_mean_ms"], lo + 0.5 * pad, 2500 * r["size_mb"] / max_size
         ax.scatter(x, y, s=s, facecolors="none", edgecolors="0.4", linestyles="--", linewidths=1.5)
-        text = f"{r['label']} · {r['size_mb']:.3g} MB\n(no accuracy: y position arbitrary)"
-        points.append((x, y, math.sqrt(s / math.pi), text, "0.3"))
-    _annotate(ax, points)
-    ax.set_xlabel("average single-query latency (ms)")
+        ax.annotate(
+            f"{r['label']} · {r['size_mb']:.3g} MB\n(no accuracy: y position arbitrary)",
+            (x, y),
+            xytext=(0, 8 + math.sqrt(s / math.pi)),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+            color="0.3",
+        )
+    ax.set_xlabel("average single-query latency (ms, log scale)")
     ax.set_ylabel("test accuracy (%)")
     meta = report["metadata"]
     threads = f"{meta['threads']} thread{'s' if meta['threads'] != 1 else ''}"
@@ -575,34 +586,15 @@ def plot_benchmark(report: dict[str, Any], path: Path | None = None) -> Any:
     handles = [Line2D([], [], marker="o", ls="", color=c, alpha=0.6, ms=9, label=p) for p, c in colors.items()]
     if timing:
         handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="0.4", ms=9, label="timing only"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="package")
-    ax.grid(alpha=0.3)
+    backends = dict.fromkeys(r["backend"] for r in scored)
+    handles.append(Line2D([], [], ls="", label=" "))  # spacer between the package and backend keys
+    handles += [Line2D([], [], marker=BACKEND_MARKERS.get(b, "o"), ls="", color="0.4", ms=8, label=b) for b in backends]
+    # One legend outside the axes: constrained layout makes room for it (a second one would be clipped).
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="package · backend")
+    ax.grid(alpha=0.3, which="both")
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
-
-
-def _annotate(ax: Any, points: list[tuple[float, float, float, str, str]]) -> None:
-    """Label each (x, y, bubble radius in points, text, color) beside its bubble, nudging overlapping labels up."""
-    placed: list[tuple[float, float]] = []
-    x_mid = sum(ax.get_xlim()) / 2
-    for x, y, radius, text, color in sorted(points, key=lambda p: (p[1], p[0])):
-        px, py = ax.transData.transform((x, y)) * 72 / ax.figure.dpi  # display pixels -> points
-        dy = 6.0
-        while any(abs(px - qx) < 150 and abs(py + dy - qy) < 22 for qx, qy in placed):
-            dy += 22
-        placed.append((px, py + dy))
-        left = x > x_mid
-        ax.annotate(
-            text,
-            (x, y),
-            xytext=(-(radius + 4) if left else radius + 4, dy),
-            textcoords="offset points",
-            ha="right" if left else "left",
-            fontsize=8,
-            color=color,
-            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if dy > 6 else None,
-        )
 
 
 def write_reports(report: dict[str, Any], output_dir: Path) -> dict[str, Path]:

@@ -42,5 +42,5 @@ PRESETS: dict[str, dict[str, float | int | None]] = {
     # quick: <= 10 min on 2 cores end to end (train, export, quantize, calibrate, evaluate).
     "quick": {"epochs": 2.0, "learning_rate": 2e-4, "batch_size": 64},
     # full: trains to convergence on the whole train split.
-    "full": {"epochs": 10.0, "learning_rate": 2e-4, "batch_size": 32},
+    "full": {"epochs": 10.0, "learning_rate": 1e-4, "batch_size": 32},
 }
