@@ -202,6 +202,7 @@ def test_prometheus_scrapes_and_dashboard_queries_return_data(stack, dashboard_q
     value = float(p99[0]["value"][1])
     assert math.isfinite(value), p99
     assert 0 < value <= 2.0, p99  # within the histogram's buckets (0.5 ms .. 2 s)
+    print(f"PromQL p99 of /classify: {value * 1000:.2f} ms")  # shown with -s or -rP: evidence for the docs
 
     classified = prometheus.query('sum(intent_requests_total{endpoint="/classify", status="200"})')["result"]
     assert float(classified[0]["value"][1]) == 50
