@@ -5,7 +5,7 @@ Starts `python -m app` on 127.0.0.1 (a free port), measures capacity with a shor
 requests open loop at `--load` x that rate for `--duration` seconds: arrivals do not wait for
 answers, so a server that slows down builds a queue instead of hiding it. Per `--window`: requests,
 errors (anything but 200, or a transport error), p50/p99 latency; resident memory (VmRSS of the
-server process) every `--rss-every` seconds. Memory growth is measured from the end of `--warmup`.
+server process and its workers) every `--rss-every` seconds. Memory growth is measured from the end of `--warmup`.
 
     python scripts/soak.py --package artifacts/student --backend onnx-int8            # 10 minutes
     python scripts/soak.py --package /tmp/pkg --backend fake --duration 20 --warmup 5 --window 5
@@ -81,17 +81,26 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident memory in MB of a process plus its child processes (the workers of INTENT_WORKERS > 1)."""
+    total, found = 0.0, False
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if int(status.parent.name) == pid or int(fields.get("PPid", "0").strip()) == pid:
+            total += int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+            found = True
+    if not found:
+        raise RuntimeError(f"no process {pid}")
+    return total
 
 
 def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen:
     """`python -m app` with the package and backend under test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTENT_")}
     env |= {
+        "INTENT_WORKERS": str(args.workers),
         "INTENT_MODEL_DIR": str(args.package),
         "INTENT_BACKEND": args.backend,
         "INTENT_HOST": "127.0.0.1",
@@ -247,6 +256,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--package", type=Path, default=Path("artifacts/student"))
     p.add_argument("--backend", default="onnx-int8")
+    p.add_argument("--workers", type=int, default=1, help="INTENT_WORKERS (memory is summed over the workers)")
     p.add_argument("--duration", type=float, default=600.0, help="soak seconds")
     p.add_argument("--load", type=float, default=0.7, help="share of measured capacity")
     p.add_argument("--concurrency", type=int, default=16, help="clients for the capacity run")
