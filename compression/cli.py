@@ -124,11 +124,7 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", type=Path, help="default: artifacts/pruned-METHOD-SPARSITY (or -hH-fF)")
     p.add_argument("--name", help="package name (default: the output folder's name)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    finish = p.add_mutually_exclusive_group()
-    finish.add_argument("--no-finish", action="store_true", help="train and save only (no export/quantize/evaluate)")
-    finish.add_argument(
-        "--finish-only", action="store_true", help="only export/quantize/calibrate/evaluate the package at --output-dir"
-    )
+    p.add_argument("--no-finish", action="store_true", help="train and save only (no export/quantize/evaluate)")
     p.add_argument("--num-threads", type=int)
     p.add_argument("--seed", type=int, default=42)
 
@@ -271,24 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_finish:
                 finish_package(package, data, num_threads=args.num_threads or 0)
     elif args.command == "prune":
-        from compression.prune import record_compressed_sizes
-
         data = load_clinc(args.data)
-        if args.finish_only:  # e.g. a package pruned with --no-finish on a GPU machine without optimum
-            if args.output_dir is None or not (args.output_dir / "manifest.json").is_file():
-                raise SystemExit("prune --finish-only: pass --output-dir PACKAGE_DIR of an already-pruned package")
-            package = args.output_dir
-        else:
-            package = run_prune(args, data)
+        package = run_prune(args, data)
         if not args.no_finish:
             finish_package(package, data, num_threads=args.num_threads or 0)
-            record_compressed_sizes(package)  # the ONNX files exist now
-    elif args.command == "finish":
+    elif args.command == "finish":  # e.g. a package trained with --no-finish on a GPU machine without optimum
+        if not (args.package / "manifest.json").is_file():
+            raise SystemExit(f"finish: no model package at {args.package} (pass --package PACKAGE_DIR)")
         finish_package(args.package, load_clinc(args.data), args.quant_preset, args.per_channel, args.num_threads)
-        if (read := args.package / "manifest.json").is_file() and '"pruning"' in read.read_text():
-            from compression.prune import record_compressed_sizes
-
-            record_compressed_sizes(args.package)
     elif args.command == "benchmark":
         from compression.benchmark import BenchmarkConfig, format_markdown, run_benchmark, write_reports
 
@@ -318,6 +304,7 @@ def finish_package(
     package: Path, data, quant_preset: str = "avx512_vnni", per_channel: bool = False, num_threads: int = 0
 ) -> dict:
     """export -> quantize -> calibrate -> evaluate one trained package; prints and returns the table."""
+    from app.package import read_manifest
     from compression.calibrate import CalibrateConfig, calibrate
     from compression.evaluate import EvalConfig, evaluate, format_table
     from compression.export import ExportConfig, export
@@ -327,6 +314,10 @@ def finish_package(
     quantize(QuantizeConfig(package, quant_preset, per_channel))
     calibrate(CalibrateConfig(package, num_threads=num_threads), data.validation)
     results = evaluate(EvalConfig(package, num_threads=num_threads), data.test)
+    if "pruning" in read_manifest(package).source:
+        from compression.prune import record_compressed_sizes
+
+        record_compressed_sizes(package)  # the ONNX files exist now
     print(f"{package}:\n{format_table(results)}")
     return results
 

@@ -5,7 +5,7 @@
 Each shipped package is rebuilt against its reference: the teacher against the base encoder, the
 students against the teacher, pruned packages against the student (as train.py packed them). The
 manifest is rewritten (fresh sha256 of every file); then finish each package here (export, quantize,
-calibrate, evaluate), e.g. `python -m compression prune --finish-only --output-dir artifacts/NAME`.
+calibrate, evaluate), with `python -m compression finish --package artifacts/NAME`.
 """
 
 from __future__ import annotations

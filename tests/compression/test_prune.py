@@ -340,7 +340,7 @@ def test_cli_structured_package_shrinks_exports_and_serves(pruned: dict[str, Pat
     assert (int8_probs.argmax(1) == torch_probs.argmax(1)).all()
 
 
-def test_cli_no_finish_then_finish_only(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
+def test_cli_no_finish_then_finish(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
     # The GPU-machine workflow: train and save there (no optimum), export/quantize/evaluate here.
     out = tmp_path / "movement"
     argv = ["--data", str(clinc_json), "prune", "--model", str(tiny_package), "--method", "movement"]
@@ -350,13 +350,13 @@ def test_cli_no_finish_then_finish_only(tiny_package: Path, clinc_json: Path, tm
     assert trained.backends == ["torch", "torch-int8"]
     assert set(trained.source["pruning"]["compressed"]) == {"model.safetensors"}
     assert trained.source["hyperparameters"]["max_train_examples"] == 32
-    assert main(["--data", str(clinc_json), "prune", "--finish-only", "--output-dir", str(out)]) == 0
+    assert main(["--data", str(clinc_json), "finish", "--package", str(out)]) == 0
     finished = read_manifest(out)
     assert finished.backends == ["torch", "torch-int8", "onnx", "onnx-int8"]
     assert set(finished.source["pruning"]["compressed"]) == {"model.safetensors", "model.onnx", "model_quantized.onnx"}
     assert finished.source["pruning"]["sparsity"] == trained.source["pruning"]["sparsity"]
-    with pytest.raises(SystemExit, match="--finish-only"):
-        main(["--data", str(clinc_json), "prune", "--finish-only", "--output-dir", str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="finish: no model package"):
+        main(["--data", str(clinc_json), "finish", "--package", str(tmp_path / "none")])
 
 
 def test_benchmark_reports_sparsity_and_gzip(pruned: dict[str, Path], clinc_json: Path) -> None:
