@@ -34,9 +34,7 @@ def main() -> int:
         if settings.workers > 1:
             # Check the package here (files, sha256, backend) and load the model only in the forked workers:
             # a process that forks after starting model threads can deadlock its children.
-            from app.backends.base import check_package
-
-            check_package(settings)
+            IntentClassifier.check(settings)
             return serve_workers(settings)
         classifier = IntentClassifier.load(settings, Metrics())
     except PackageError as exc:

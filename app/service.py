@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.backends.base import Backend, load_backend
+from app.backends.base import Backend, load_backend, verify_for
 from app.batcher import MicroBatcher
 from app.cache import PredictionCache
 from app.core.config import Settings
@@ -53,12 +53,22 @@ class IntentClassifier:
             max_queue=settings.max_queue,
         )
 
+    @staticmethod
+    def package_dir(settings: Settings, model_dir: Path | None = None) -> Path:
+        """The package folder, resolved inside the model root (PackagePathError outside it)."""
+        # INTENT_MODEL_DIR is relative to the working directory; a reload's model_dir to the model root.
+        requested = model_dir if model_dir is not None else Path(settings.model_dir).absolute()
+        return resolve_inside(requested, settings.package_root)
+
+    @classmethod
+    def check(cls, settings: Settings) -> None:
+        """Everything load() checks short of loading the model: root, files, sha256, backend (PackageError)."""
+        verify_for(settings.backend, cls.package_dir(settings))
+
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, model_dir: Path | None = None) -> IntentClassifier:
         """Verify + load a package (default: the configured one) inside the model root, then warm it up."""
-        # INTENT_MODEL_DIR is relative to the working directory; a reload's model_dir to the model root.
-        requested = model_dir if model_dir is not None else Path(settings.model_dir).absolute()
-        package = resolve_inside(requested, settings.package_root)
+        package = cls.package_dir(settings, model_dir)
         backend = load_backend(settings.backend, package, settings.threads_per_worker)
         backend.warmup(settings.warmup_runs)
         logger.info("loaded package %r (%s) with backend %s", backend.manifest.name, package, settings.backend)

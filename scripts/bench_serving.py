@@ -469,7 +469,9 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, Any]],
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", default=",".join(ALL_CONFIGS), help=f"comma-separated subset of {ALL_CONFIGS}")
+    p.add_argument(
+        "--configs", help=f"comma-separated subset of {ALL_CONFIGS + OPTIONAL_CONFIGS} (default: all that apply)"
+    )
     p.add_argument("--concurrency", default="1,8,32,64", help="connection counts, comma-separated")
     p.add_argument("--duration", type=int, default=15, help="seconds per concurrency level")
     p.add_argument("--warmup", type=int, default=3, help="seconds of unrecorded load after startup (0 = none)")
@@ -507,8 +509,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.student is None:
         student = REPO / "artifacts" / "student"
         args.student = student if (student / "manifest.json").is_file() else args.teacher
-    configs = args.configs + (",pruned-onnx-int8" if args.pruned and "--configs" not in (argv or sys.argv) else "")
-    args.config_list = [c.strip() for c in configs.split(",") if c.strip()]
+    if args.configs is None:
+        args.config_list = ALL_CONFIGS + (OPTIONAL_CONFIGS if args.pruned else [])
+    else:
+        args.config_list = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = sorted(set(args.config_list) - set(ALL_CONFIGS + OPTIONAL_CONFIGS))
     if unknown:
         p.error(f"unknown configs {unknown}; choose from {ALL_CONFIGS + OPTIONAL_CONFIGS}")

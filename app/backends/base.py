@@ -6,15 +6,12 @@ import importlib
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from app.package import BACKEND_FILES, TOKENIZER_FILE, Manifest, PackageError, verify_package
 from app.tokenizer import Encoded, TextEncoder
-
-if TYPE_CHECKING:
-    from app.core.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -118,17 +115,13 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(module, cls_name)
 
 
+def verify_for(name: str, package_dir: Path) -> tuple[type[Backend], Manifest]:
+    """The backend class for `name` and the package's manifest, verified for it (files, sha256); PackageError."""
+    cls = backend_class(name)
+    return cls, verify_package(Path(package_dir), name, cls.required_files())
+
+
 def load_backend(name: str, package_dir: Path, num_threads: int = 0) -> Backend:
     """Verify the package for `name` and load it."""
-    cls = backend_class(name)
-    manifest = verify_package(Path(package_dir), name, cls.required_files())
+    cls, manifest = verify_for(name, package_dir)
     return cls(package_dir, manifest, num_threads)
-
-
-def check_package(settings: Settings) -> None:
-    """Everything load_backend checks short of loading the model: root, files, sha256, backend (PackageError)."""
-    from app.package import resolve_inside
-
-    package = resolve_inside(Path(settings.model_dir).absolute(), settings.package_root)
-    cls = backend_class(settings.backend)
-    verify_package(package, settings.backend, cls.required_files())
