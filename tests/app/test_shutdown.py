@@ -51,19 +51,21 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def launch(package: Path, port: int, delay: float, log: Path, **env: str) -> subprocess.Popen:
+def server_env(package: Path, port: int, **env: str) -> dict[str, str]:
+    """This process's environment without stray INTENT_* settings, plus the server's on loopback."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INTENT_")}
-    environ |= {
+    return environ | {
         "INTENT_MODEL_DIR": str(package),
-        "INTENT_BACKEND": "fake",
         "INTENT_HOST": "127.0.0.1",
         "INTENT_PORT": str(port),
-        "INTENT_WARMUP_RUNS": "0",
-        "INTENT_MAX_WAIT_MS": "0",
-        "INTENT_LOG_FORMAT": "json",
         "OMP_NUM_THREADS": "1",
         **env,
     }
+
+
+def launch(package: Path, port: int, delay: float, log: Path, **env: str) -> subprocess.Popen:
+    settings = {"INTENT_BACKEND": "fake", "INTENT_WARMUP_RUNS": "0", "INTENT_MAX_WAIT_MS": "0"}
+    environ = server_env(package, port, **settings, INTENT_LOG_FORMAT="json", **env)
     with log.open("w") as fh:
         return subprocess.Popen(
             [sys.executable, "-c", LAUNCHER, str(delay)], cwd=ROOT, env=environ, stdout=fh, stderr=subprocess.STDOUT
