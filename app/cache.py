@@ -1,4 +1,4 @@
-"""An LRU cache of probability rows keyed by the model's own text normalization."""
+"""An LRU cache of logit rows keyed by the model's own text normalization."""
 
 from __future__ import annotations
 

@@ -1,17 +1,66 @@
-"""The out-of-scope rule shared by the service and offline evaluation."""
+"""The out-of-scope rule shared by the service, calibration and offline evaluation.
+
+A query is out of scope when the arg-max label is the oos label, or when its oos score is under the
+package's threshold. Three scores, chosen per package on the validation split (`compression calibrate`):
+
+- ``msp``: the maximum softmax probability (Hendrycks & Gimpel, 2017); threshold in [0, 1].
+- ``max_logit``: the largest in-scope logit (Hendrycks et al., 2022).
+- ``energy``: log-sum-exp of the in-scope logits, the negative free energy (Liu et al., 2020).
+
+Softmax normalizes away how strongly the model responds at all; the logit scores keep it, and an
+off-topic query tends to excite every intent weakly. The oos logit is left out of the logit scores
+because the explicit oos class is evidence *against* the query being in scope.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
+OosScore = Literal["msp", "max_logit", "energy"]
+OOS_SCORES: tuple[OosScore, ...] = ("msp", "max_logit", "energy")
 
-def decide(probs: np.ndarray, oos_index: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted label index per row (oos when arg-max is oos or max prob < threshold), and the reason.
 
-    reason: 0 = in scope, 1 = arg-max is the oos label, 2 = low confidence.
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable row-wise softmax in float32."""
+    z = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def oos_score(logits: np.ndarray, oos_index: int, score: OosScore) -> np.ndarray:
+    """The per-row in-scope evidence that is compared with the threshold (higher = more in scope)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if score == "msp":
+        return softmax(logits).max(axis=-1)
+    in_scope = np.delete(logits, oos_index, axis=-1)
+    top = in_scope.max(axis=-1)
+    if score == "max_logit":
+        return top
+    if score == "energy":
+        return top + np.log(np.exp(in_scope - top[..., None]).sum(axis=-1))
+    raise ValueError(f"unknown oos score {score!r}; choose one of {OOS_SCORES}")
+
+
+def decide(
+    logits: np.ndarray, oos_index: int, threshold: float, score: OosScore = "msp"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted label index per row of logits, and the reason.
+
+    reason: 0 = in scope, 1 = arg-max is the oos label, 2 = oos score under the threshold (low confidence).
     """
-    best = probs.argmax(axis=-1)
-    confidence = probs[np.arange(len(probs)), best]
-    reason = np.where(best == oos_index, 1, np.where(confidence < threshold, 2, 0))
+    best = logits.argmax(axis=-1)
+    evidence = oos_score(logits, oos_index, score)
+    reason = np.where(best == oos_index, 1, np.where(evidence < threshold, 2, 0))
     predicted = np.where(reason > 0, oos_index, best)
     return predicted, reason
+
+
+def check_threshold(threshold: float, score: OosScore) -> None:
+    """Refuse a threshold that cannot mean anything for its score (ValueError with the allowed range)."""
+    if not np.isfinite(threshold):
+        raise ValueError(f"oos threshold must be a finite number, got {threshold!r}")
+    if score == "msp" and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"oos threshold {threshold} is outside [0, 1], the range of the 'msp' score (a probability)")

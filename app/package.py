@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from app.decision import OosScore, check_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,9 @@ class Manifest(BaseModel):
     name: str
     labels: list[str] = Field(min_length=2)
     oos_label: str = "oos"
-    oos_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    # The threshold's scale is the score's: a probability for "msp", a logit value for the others.
+    oos_score: OosScore = "msp"
+    oos_threshold: float = Field(default=0.0, allow_inf_nan=False)
     max_length: int = Field(default=64, ge=8, le=512)
     domains: dict[str, list[str]] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict)
@@ -58,6 +62,11 @@ class Manifest(BaseModel):
     source: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, BackendMetrics] = Field(default_factory=dict)
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @model_validator(mode="after")
+    def _threshold_fits_score(self) -> Manifest:
+        check_threshold(self.oos_threshold, self.oos_score)
+        return self
 
 
 def sha256_file(path: Path) -> str:
@@ -89,7 +98,8 @@ def read_manifest(package_dir: Path) -> Manifest:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise PackageError(f"{path}: field {loc!r}: {first['msg']}") from exc
+        where = f"field {loc!r}" if loc else "fields"  # a cross-field check (e.g. threshold vs score) has no loc
+        raise PackageError(f"{path}: {where}: {first['msg']}") from exc
     if manifest.oos_label not in manifest.labels:
         raise PackageError(f"{path}: oos_label {manifest.oos_label!r} is not one of the labels")
     return manifest

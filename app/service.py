@@ -14,9 +14,9 @@ from app.backends.base import Backend, load_backend, verify_for
 from app.batcher import MicroBatcher
 from app.cache import PredictionCache
 from app.core.config import Settings
-from app.decision import decide
+from app.decision import check_threshold, decide, softmax
 from app.metrics import Metrics
-from app.package import resolve_inside
+from app.package import Manifest, PackageError, resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class IntentClassifier:
         self.metrics = metrics
         self.labels = np.asarray(self.manifest.labels, dtype=object)
         self.oos_index = self.manifest.labels.index(self.manifest.oos_label)
-        self.threshold = settings.oos_threshold if settings.oos_threshold is not None else self.manifest.oos_threshold
+        self.oos_score = self.manifest.oos_score
+        self.threshold = self.threshold_for(settings, self.manifest)
         self.domains = sorted(self.manifest.domains)
         self.fallback = {"message": fallback_message(self.domains), "domains": self.domains}
         self.cache = PredictionCache(settings.cache_size, backend.normalize) if settings.cache_size else None
@@ -60,16 +61,29 @@ class IntentClassifier:
         requested = model_dir if model_dir is not None else Path(settings.model_dir).absolute()
         return resolve_inside(requested, settings.package_root)
 
+    @staticmethod
+    def threshold_for(settings: Settings, manifest: Manifest) -> float:
+        """The package's calibrated threshold, or INTENT_OOS_THRESHOLD if it fits the package's score."""
+        if settings.oos_threshold is None:
+            return manifest.oos_threshold
+        try:
+            check_threshold(settings.oos_threshold, manifest.oos_score)
+        except ValueError as exc:
+            raise PackageError(f"INTENT_OOS_THRESHOLD does not fit package {manifest.name!r}: {exc}") from None
+        return settings.oos_threshold
+
     @classmethod
     def check(cls, settings: Settings) -> None:
         """Everything load() checks short of loading the model: root, files, sha256, backend (PackageError)."""
-        verify_for(settings.backend, cls.package_dir(settings))
+        _, manifest = verify_for(settings.backend, cls.package_dir(settings))
+        cls.threshold_for(settings, manifest)
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, model_dir: Path | None = None) -> IntentClassifier:
         """Verify + load a package (default: the configured one) inside the model root, then warm it up."""
         package = cls.package_dir(settings, model_dir)
         backend = load_backend(settings.backend, package, settings.threads_per_worker)
+        cls.threshold_for(settings, backend.manifest)  # refuse a bad override before announcing the load
         backend.warmup(settings.warmup_runs)
         logger.info("loaded package %r (%s) with backend %s", backend.manifest.name, package, settings.backend)
         return cls(backend, settings, metrics)
@@ -84,7 +98,7 @@ class IntentClassifier:
                 self.metrics.model_info.remove(*labels.values())
 
     def _predict(self, texts: list[str]) -> np.ndarray:
-        return self.backend.predict(texts)
+        return self.backend.predict_logits(texts)
 
     def _observe_batch(self, size: int, seconds: float, waits: list[float]) -> None:
         self.metrics.batch_size.observe(size)
@@ -92,9 +106,10 @@ class IntentClassifier:
         for wait in waits:
             self.metrics.queue_wait.observe(wait)
 
-    def decide(self, probs: np.ndarray, top_k: int) -> dict[str, Any]:
-        """Arg-max label unless it is `oos` or its probability is under the threshold."""
-        predicted, reason = decide(probs[None, :], self.oos_index, self.threshold)
+    def decide(self, logits: np.ndarray, top_k: int) -> dict[str, Any]:
+        """Arg-max label unless it is `oos` or its oos score is under the threshold."""
+        predicted, reason = decide(logits[None, :], self.oos_index, self.threshold, self.oos_score)
+        probs = softmax(logits[None, :])[0]
         label_index, why = int(predicted[0]), REASONS[int(reason[0])]
         intent = str(self.labels[label_index])
         order = np.argsort(-probs)[: top_k + 1]
@@ -149,7 +164,7 @@ class IntentClassifier:
         return self.answers(rows, top_k)
 
     def answers(self, rows: list[np.ndarray], top_k: int) -> list[dict[str, Any]]:
-        """API answers for probability rows."""
+        """API answers for rows of logits."""
         return [self.decide(row, top_k) for row in rows]
 
     async def classify(self, texts: list[str], top_k: int) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from app.backends.base import Backend, load_backend
 from app.package import BACKEND_FILES, MANIFEST, Manifest, PackageError, package_size_mb, read_manifest
 from compression.data import Split
-from compression.evaluate import latency_queries, predict_probs, scores, summarize_ms
+from compression.evaluate import latency_queries, scores, split_logits, summarize_ms
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ ROW_KEYS = (
     "backend",
     "precision",
     "timing_only",
+    "oos_score",
     "oos_threshold",
     "calibrated",
     *SCORE_KEYS,
@@ -276,6 +277,7 @@ def _timing_row(backend: Backend, tokenizer_dir: Path) -> dict[str, Any]:
         "backend": "torch",
         "precision": "fp32",
         "timing_only": True,
+        "oos_score": None,
         "oos_threshold": None,
         "calibrated": None,
         **dict.fromkeys(SCORE_KEYS),
@@ -316,7 +318,7 @@ def _package_row(
     package_dir: Path, manifest: Manifest, backend: Backend, test: Split, batch_size: int, gzip: bool = True
 ) -> dict[str, Any]:
     """Accuracy and size fields of one package x backend (latency is added later, for all rows at once)."""
-    probs = predict_probs(backend, test, batch_size, desc=f"{manifest.name}/{backend.name}")
+    logits = split_logits(backend, test, batch_size, desc=f"{manifest.name}/{backend.name}")
     row: dict[str, Any] = {
         "label": f"{manifest.name}/{backend.name}",
         "package": manifest.name,
@@ -324,10 +326,11 @@ def _package_row(
         "backend": backend.name,
         "precision": backend.precision,
         "timing_only": False,
+        "oos_score": manifest.oos_score,
         "oos_threshold": manifest.oos_threshold,
         "calibrated": "calibration" in manifest.source,
     }
-    row |= scores(probs, test.labels, manifest, manifest.oos_threshold)
+    row |= scores(logits, test.labels, manifest, manifest.oos_threshold)
     row |= _size_fields(package_dir, backend.name, gzip)
     return row
 
@@ -522,7 +525,7 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "Size = the weights file the backend loads (torch-int8 quantizes at load time, so its file is the fp32 "
-        "safetensors). Accuracy uses each package's calibrated oos threshold. The bert-base-shaped row has random "
+        "safetensors). Accuracy uses each package's calibrated oos rule (score and threshold). The bert-base-shaped row has random "
         "weights: its size is its fp32 safetensors file and it has no accuracy.",
         "",
         "gzip MB = that file compressed with gzip -6 (what unstructured sparsity saves on disk or download). "

@@ -1,17 +1,19 @@
-"""Choose the out-of-scope confidence threshold on the validation split (never on test)."""
+"""Choose the out-of-scope rule (score and threshold) on the validation split (never on test)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from app.backends.base import load_backend
+from app.decision import OOS_SCORES, OosScore, oos_score
 from app.package import read_manifest, update_manifest
 from compression.data import Split
-from compression.evaluate import predict_probs, scores
+from compression.evaluate import scores, split_logits
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +22,7 @@ OBJECTIVES = ("recall-at-loss", "balanced", "accuracy")
 
 @dataclass
 class CalibrateConfig:
-    """Threshold search settings.
+    """Oos rule search settings: which scores to try, and the objective that picks the score and its threshold.
 
     "recall-at-loss" (default) catches as many oos queries as possible while refusing at most
     `max_in_scope_loss` (1 point) more in-scope queries than no threshold does: a product rule
@@ -28,55 +30,101 @@ class CalibrateConfig:
     traffic. "balanced" maximizes (in-scope accuracy + oos recall) / 2 (prior-free, but with 100 oos
     vs 3,000 in-scope validation queries it trades many in-scope answers for few oos catches);
     "accuracy" maximizes plain validation accuracy (implicitly assumes the validation oos share, 3%).
+    Every score in `scores` gets its best threshold; the score with the best objective value wins (ties: the
+    earlier one, so the plain probability is kept unless a logit score does better).
     """
 
     package_dir: Path = Path("artifacts/teacher")
     objective: str = "recall-at-loss"
     max_in_scope_loss: float = 0.01
     backend: str = "onnx"
+    scores: tuple[OosScore, ...] = OOS_SCORES
     grid: tuple[float, ...] = tuple(round(x, 2) for x in np.arange(0.0, 1.0, 0.01))
     num_threads: int = 0
 
 
+def threshold_grid(logits: np.ndarray, oos_index: int, score: OosScore, msp_grid: Sequence[float]) -> list[float]:
+    """Candidate thresholds: `msp_grid` for probabilities; for logit scores, quantiles of the validation scores."""
+    if score == "msp":
+        return [float(t) for t in msp_grid]
+    values = oos_score(logits, oos_index, score)
+    # Refusing more than half of the validation queries is never a useful rule; 0.1% steps up to there.
+    cuts = np.quantile(values, np.linspace(0.0, 0.5, 501))
+    return [float(t) for t in np.unique(np.round(cuts, 3))]
+
+
+def _objective(objective: str, s: dict, floor: float) -> float:
+    if objective == "balanced":
+        return (s["in_scope_accuracy"] + s["oos_recall"]) / 2
+    if objective == "accuracy":
+        return s["accuracy"]
+    return s["oos_recall"] if s["in_scope_accuracy"] >= floor - 1e-12 else -1.0
+
+
 def choose_threshold(
-    probs: np.ndarray, gold: list[str], manifest, objective: str, grid, max_in_scope_loss: float = 0.01
+    logits: np.ndarray,
+    gold: list[str],
+    manifest,
+    objective: str,
+    grid: Sequence[float],
+    max_in_scope_loss: float = 0.01,
+    score: OosScore = "msp",
 ) -> tuple[float, dict]:
-    """Best threshold on the grid; ties go to the lowest threshold (fewest refusals)."""
+    """Best threshold on the grid for one score; ties go to the lowest threshold (fewest refusals)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
-    table = [(float(t), scores(probs, gold, manifest, float(t))) for t in grid]
-    floor = scores(probs, gold, manifest, 0.0)["in_scope_accuracy"] - max_in_scope_loss
-
-    def value(s: dict) -> float:
-        if objective == "balanced":
-            return (s["in_scope_accuracy"] + s["oos_recall"]) / 2
-        if objective == "accuracy":
-            return s["accuracy"]
-        return s["oos_recall"] if s["in_scope_accuracy"] >= floor - 1e-12 else -1.0
-
+    floor = scores(logits, gold, manifest, -np.inf, score)["in_scope_accuracy"] - max_in_scope_loss
     best_t, best_value, best_scores = 0.0, -2.0, {}
-    for t, s in table:
-        if value(s) > best_value + 1e-12:
-            best_t, best_value, best_scores = t, value(s), s
+    for t in grid:
+        s = scores(logits, gold, manifest, float(t), score)
+        if _objective(objective, s, floor) > best_value + 1e-12:
+            best_t, best_value, best_scores = float(t), _objective(objective, s, floor), s
     return best_t, best_scores
 
 
+def choose_rule(
+    logits: np.ndarray, gold: list[str], manifest, cfg: CalibrateConfig
+) -> tuple[OosScore, float, dict, dict[str, dict]]:
+    """The score and threshold with the best objective value on these (validation) logits, and every candidate."""
+    oos_index = manifest.labels.index(manifest.oos_label)
+    candidates: dict[str, dict] = {}
+    best: tuple[float, OosScore] | None = None
+    for score in cfg.scores:
+        if score not in OOS_SCORES:
+            raise ValueError(f"unknown oos score {score!r}; choose from {OOS_SCORES}")
+        grid = threshold_grid(logits, oos_index, score, cfg.grid)
+        t, s = choose_threshold(logits, gold, manifest, cfg.objective, grid, cfg.max_in_scope_loss, score)
+        floor = scores(logits, gold, manifest, -np.inf, score)["in_scope_accuracy"] - cfg.max_in_scope_loss
+        value = _objective(cfg.objective, s, floor)
+        candidates[score] = {"threshold": t, "validation_scores": s, "objective_value": value}
+        if best is None or value > best[0] + 1e-12:
+            best = (value, score)
+    if best is None:
+        raise ValueError("no oos score to calibrate; pass at least one of " + ", ".join(OOS_SCORES))
+    chosen = best[1]
+    return chosen, candidates[chosen]["threshold"], candidates[chosen]["validation_scores"], candidates
+
+
 def calibrate(cfg: CalibrateConfig, validation: Split) -> float:
-    """Write the chosen oos_threshold into the package manifest and return it."""
+    """Write the chosen oos_score and oos_threshold into the package manifest and return the threshold."""
     manifest = read_manifest(cfg.package_dir)
     backend_name = cfg.backend if cfg.backend in manifest.backends else "torch"
     backend = load_backend(backend_name, cfg.package_dir, cfg.num_threads)
-    probs = predict_probs(backend, validation, 64, desc="calibrate")
-    threshold, s = choose_threshold(probs, validation.labels, manifest, cfg.objective, cfg.grid, cfg.max_in_scope_loss)
+    logits = split_logits(backend, validation, 64, desc="calibrate")
+    score, threshold, s, candidates = choose_rule(logits, validation.labels, manifest, cfg)
     source = dict(manifest.source)
     source["calibration"] = {
         "split": "validation",
         "objective": cfg.objective,
         "max_in_scope_loss": cfg.max_in_scope_loss,
         "backend": backend_name,
+        "score": score,
         "threshold": threshold,
         "validation_scores": s,
+        "candidates": candidates,
     }
-    update_manifest(cfg.package_dir, oos_threshold=threshold, source=source)
-    logger.info("oos_threshold=%.2f (%s on validation: %s)", threshold, cfg.objective, s)
+    update_manifest(cfg.package_dir, oos_score=score, oos_threshold=threshold, source=source)
+    logger.info("oos rule: %s < %.3f -> oos (%s on validation: %s)", score, threshold, cfg.objective, s)
+    for name, c in candidates.items():
+        logger.info("  candidate %-9s threshold %8.3f validation %s", name, c["threshold"], c["validation_scores"])
     return threshold

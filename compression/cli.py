@@ -8,6 +8,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from app.decision import OOS_SCORES
 from compression.config import PRESETS, FinetuneConfig
 
 logger = logging.getLogger("compression")
@@ -191,10 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="add model_quantized.onnx (ORT dynamic int8) to a package")
     _add_package_arg(p)
     _add_quant_args(p)
-    p = sub.add_parser("calibrate", help="choose the oos threshold on the validation split")
+    p = sub.add_parser("calibrate", help="choose the oos rule (score + threshold) on the validation split")
     _add_package_arg(p)
     p.add_argument("--objective", default="recall-at-loss", choices=["recall-at-loss", "balanced", "accuracy"])
     p.add_argument("--max-in-scope-loss", type=float, default=0.01, help="recall-at-loss: in-scope accuracy budget")
+    p.add_argument(
+        "--scores",
+        default=",".join(OOS_SCORES),
+        help=f"comma-separated oos scores to try ({', '.join(OOS_SCORES)}); the best on validation wins",
+    )
     p = sub.add_parser("evaluate", help="accuracy / size / latency of each backend on the test split")
     _add_package_arg(p)
     p.add_argument("--backends", nargs="+", default=["torch", "torch-int8", "onnx", "onnx-int8"])
@@ -229,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one step."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     # Third-party libraries (ORT's quantizer) log at INFO on the root logger: keep them quiet.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("compression", "app"):
@@ -252,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "calibrate":
         from compression.calibrate import CalibrateConfig, calibrate
 
-        cfg = CalibrateConfig(args.package, args.objective, max_in_scope_loss=args.max_in_scope_loss)
+        names = tuple(x.strip() for x in args.scores.split(",") if x.strip())
+        unknown = [n for n in names if n not in OOS_SCORES]
+        if unknown or not names:
+            parser.error(f"--scores: unknown {unknown or 'empty list'}; choose from {', '.join(OOS_SCORES)}")
+        cfg = CalibrateConfig(args.package, args.objective, max_in_scope_loss=args.max_in_scope_loss, scores=names)
         calibrate(cfg, load_clinc(args.data).validation)
     elif args.command == "evaluate":
         from compression.evaluate import EvalConfig, evaluate, format_table

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from app.backends.base import Backend, load_backend
-from app.decision import decide
+from app.decision import OosScore, decide
 from app.package import BackendMetrics, Manifest, package_size_mb, read_manifest, update_manifest
 from compression.data import Split
 
@@ -31,22 +31,27 @@ class EvalConfig:
     num_threads: int = 0
 
 
-def predict_probs(backend: Backend, split: Split, batch_size: int, desc: str = "") -> np.ndarray:
-    """Probabilities for every text of a split, batched (sorted by length to pad less)."""
+def split_logits(backend: Backend, split: Split, batch_size: int, desc: str = "") -> np.ndarray:
+    """Logits for every text of a split, batched (sorted by length to pad less)."""
     order = np.argsort([len(t) for t in split.texts], kind="stable")
     out = np.empty((len(split), len(backend.manifest.labels)), dtype=np.float32)
     for start in tqdm(range(0, len(order), batch_size), desc=desc or backend.name, leave=False):
         idx = order[start : start + batch_size]
-        out[idx] = backend.predict([split.texts[i] for i in idx])
+        out[idx] = backend.predict_logits([split.texts[i] for i in idx])
     return out
 
 
-def scores(probs: np.ndarray, gold: list[str], manifest: Manifest, threshold: float) -> dict[str, float]:
-    """Overall accuracy, in-scope accuracy and oos recall with the oos rule of the service."""
+def scores(
+    logits: np.ndarray, gold: list[str], manifest: Manifest, threshold: float, score: OosScore | None = None
+) -> dict[str, float]:
+    """Overall accuracy, in-scope accuracy and oos recall with the oos rule of the service.
+
+    `score` defaults to the package's own oos score.
+    """
     label2id = {label: i for i, label in enumerate(manifest.labels)}
     oos = label2id[manifest.oos_label]
     y = np.asarray([label2id[g] for g in gold])
-    pred, _ = decide(probs, oos, threshold)
+    pred, _ = decide(logits, oos, threshold, score or manifest.oos_score)
     in_scope = y != oos
     return {
         "accuracy": float((pred == y).mean()),
@@ -95,8 +100,8 @@ def evaluate(cfg: EvalConfig, test: Split) -> dict[str, dict[str, float]]:
             logger.warning("skipping %s: not in package %s", name, cfg.package_dir)
             continue
         backend = load_backend(name, cfg.package_dir, cfg.num_threads)
-        probs = predict_probs(backend, test, cfg.batch_size, desc=f"evaluate {name}")
-        row = scores(probs, test.labels, manifest, manifest.oos_threshold)
+        logits = split_logits(backend, test, cfg.batch_size, desc=f"evaluate {name}")
+        row = scores(logits, test.labels, manifest, manifest.oos_threshold)
         lat = latency_ms(backend, queries, cfg.latency_runs, cfg.warmup_runs)
         row |= {"size_mb": package_size_mb(cfg.package_dir, name), "latency_p50_ms": lat["p50"]}
         row |= {"latency_p99_ms": lat["p99"], "latency_mean_ms": lat["mean"], "latency_std_ms": lat["std"]}

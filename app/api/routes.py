@@ -261,6 +261,7 @@ def _model_info(classifier: IntentClassifier) -> dict:
         "precision": classifier.backend.precision,
         "labels": len(m.labels),
         "oos_label": m.oos_label,
+        "oos_score": classifier.oos_score,
         "oos_threshold": classifier.threshold,
         "max_length": m.max_length,
         "domains": classifier.domains,

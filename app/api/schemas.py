@@ -101,6 +101,7 @@ class ModelInfo(BaseModel):
     precision: str
     labels: int
     oos_label: str
+    oos_score: str
     oos_threshold: float
     max_length: int
     domains: list[str]

@@ -10,18 +10,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from app.decision import softmax
 from app.package import BACKEND_FILES, TOKENIZER_FILE, Manifest, PackageError, verify_package
 from app.tokenizer import Encoded, TextEncoder
 
 logger = logging.getLogger(__name__)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable row-wise softmax in float32."""
-    z = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
-    return z
 
 
 class Backend(ABC):
@@ -69,14 +62,18 @@ class Backend(ABC):
         """Logits -> probabilities."""
         return softmax(logits)
 
-    def predict(self, texts: list[str]) -> np.ndarray:
-        """Probabilities for a batch of texts, shape (len(texts), num_labels), texts of similar length grouped."""
+    def predict_logits(self, texts: list[str]) -> np.ndarray:
+        """Logits for a batch of texts, shape (len(texts), num_labels), texts of similar length grouped."""
         if self.encoder is None or len(texts) < 4:
-            return self.postprocess(self.infer(self.tokenize(texts)))
+            return self.infer(self.tokenize(texts))
         out = np.empty((len(texts), len(self.manifest.labels)), dtype=np.float32)
         for rows, batch in self.encoder.grouped(texts):
-            out[rows] = self.postprocess(self.infer(batch))
+            out[rows] = self.infer(batch)
         return out
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """Probabilities for a batch of texts (the oos decision needs `predict_logits`)."""
+        return self.postprocess(self.predict_logits(texts))
 
     def check_output_size(self) -> None:
         """Refuse a model whose logits do not match the manifest's labels."""

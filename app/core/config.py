@@ -20,7 +20,9 @@ class Settings(BaseSettings):
         default=None, description="packages must resolve inside this folder; default: MODEL_DIR's parent"
     )
     backend: str = "onnx-int8"
-    oos_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    oos_threshold: float | None = Field(
+        default=None, allow_inf_nan=False, description="override of the package's threshold, on its oos_score's scale"
+    )
     num_threads: int = Field(default=0, ge=0, description="model threads per worker; 0 = cores / workers")
     workers: int = Field(default=1, ge=1, le=64, description="server processes sharing the port (one model each)")
     max_batch_size: int = Field(default=32, ge=1, le=1024)

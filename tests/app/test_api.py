@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from app.core.config import Settings
@@ -62,6 +63,28 @@ async def test_low_confidence_is_oos_with_threshold_override(tiny_package: Path)
     assert 'intent_oos_total{reason="low_confidence"} 1.0' in metrics
 
 
+async def test_energy_rule_from_the_manifest_decides(package_copy: Path) -> None:
+    from app.backends.base import load_backend
+    from app.package import read_manifest, write_manifest
+
+    text = "please transfer my money"
+    logits = load_backend("onnx", package_copy).predict_logits([text])[0]
+    in_scope = np.delete(logits, read_manifest(package_copy).labels.index("oos")).astype(np.float64)
+    energy = float(np.log(np.exp(in_scope).sum()))
+    manifest = read_manifest(package_copy)
+    for threshold, oos in ((energy - 0.05, False), (energy + 0.05, True)):
+        manifest.oos_score, manifest.oos_threshold = "energy", threshold
+        write_manifest(package_copy, manifest)
+        async with running_app(package_copy, "onnx") as (client, _):
+            body = (await client.post("/classify", json={"text": text, "top_k": 1})).json()
+            info = (await client.get("/v1/model")).json()
+        assert (info["oos_score"], info["oos_threshold"]) == ("energy", pytest.approx(threshold))
+        assert body["oos"] is oos
+        assert body["intent"] == ("oos" if oos else "transfer")
+        # confidence stays a probability whatever the score: the softmax of the best label
+        assert 0.0 < body["confidence"] <= 1.0
+
+
 async def test_batch_keeps_request_order(tiny_package: Path) -> None:
     texts = ["is it sunny", "set a timer", "transfer money", "my account balance", "translate to spanish"]
     async with running_app(tiny_package, "onnx-int8") as (client, _):
@@ -90,6 +113,7 @@ async def test_model_info_and_health(tiny_package: Path) -> None:
     assert info["backend"] == "onnx"
     assert info["precision"] == "fp32"
     assert info["oos_threshold"] == pytest.approx(0.3)
+    assert info["oos_score"] == "msp"
     assert health.status_code == 200
     assert ready.status_code == 200
 

@@ -84,6 +84,37 @@ def test_bad_package_exits_with_one_clear_line(package_copy: Path, damage, backe
     assert message in lines[0]
 
 
+def damage_threshold_scale(pkg: Path) -> None:
+    data = json.loads((pkg / "manifest.json").read_text())
+    data["oos_threshold"] = 2.5  # a logit-scale threshold left on a probability score
+    (pkg / "manifest.json").write_text(json.dumps(data))
+
+
+def test_threshold_outside_its_score_range_is_refused(package_copy: Path, tiny_package: Path) -> None:
+    damage_threshold_scale(package_copy)
+    proc = start(package_copy, "onnx")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith(
+        "fields: Value error, oos threshold 2.5 is outside [0, 1], the range of the 'msp' score (a probability)"
+    )
+    proc = start(tiny_package, "onnx", INTENT_OOS_THRESHOLD="1.5")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "intentserve: error: INTENT_OOS_THRESHOLD does not fit package 'tiny-bert': oos threshold 1.5 is outside "
+        "[0, 1], the range of the 'msp' score (a probability)"
+    )
+
+
+def test_logit_score_threshold_override_loads(package_copy: Path) -> None:
+    manifest = read_manifest(package_copy)
+    manifest.oos_score, manifest.oos_threshold = "energy", 1.75
+    write_manifest(package_copy, manifest)
+    settings = Settings(model_dir=package_copy, backend="onnx", oos_threshold=-2.5)
+    IntentClassifier.check(settings)
+    classifier = IntentClassifier.load(settings, Metrics())
+    assert (classifier.oos_score, classifier.threshold) == ("energy", -2.5)
+
+
 def test_missing_package_dir(tmp_path: Path) -> None:
     proc = start(tmp_path / "nowhere", "onnx")
     assert proc.returncode == 2

@@ -56,16 +56,22 @@ def test_cli_benchmark_end_to_end(package: Path, clinc_json: Path, tmp_path: Pat
     import matplotlib.image
     import torch
 
-    # A threshold that matters: a third of the test queries fall below it (midway between two confidences).
+    # An energy rule that matters: a third of the test queries fall below its threshold (midway between two).
     test = load_clinc(str(clinc_json)).test
-    probs = {name: load_backend(name, package).predict(test.texts) for name in ("onnx", "torch")}
-    confidence = np.sort(probs["onnx"].max(axis=1))
-    k = len(confidence) // 3
-    threshold = float(confidence[k] + confidence[k + 1]) / 2
-    manifest = update_manifest(package, oos_threshold=threshold)
-    unthresholded = scores(probs["onnx"], test.labels, manifest, 0.0)
+    logits = {name: load_backend(name, package).predict_logits(test.texts) for name in ("onnx", "torch")}
+    labels = read_manifest(package).labels
+    oos = labels.index("oos")
+
+    def energy(lg: np.ndarray) -> np.ndarray:  # written out here, independently of app.decision
+        return np.log(np.exp(np.delete(lg, oos, axis=1).astype(np.float64)).sum(axis=1))
+
+    sorted_energy = np.sort(energy(logits["onnx"]))
+    k = len(sorted_energy) // 3
+    threshold = float(sorted_energy[k] + sorted_energy[k + 1]) / 2
+    manifest = update_manifest(package, oos_score="energy", oos_threshold=threshold)
+    unthresholded = scores(logits["onnx"], test.labels, manifest, -np.inf)
     assert unthresholded["accuracy"] > 0.9  # the tiny model learned the synthetic task
-    assert scores(probs["onnx"], test.labels, manifest, threshold) != unthresholded
+    assert scores(logits["onnx"], test.labels, manifest, threshold) != unthresholded
 
     out = tmp_path / "reports"
     threads_before = torch.get_num_threads()
@@ -95,6 +101,7 @@ def test_cli_benchmark_end_to_end(package: Path, clinc_json: Path, tmp_path: Pat
         assert r["latency_std_ms"] >= 0
         assert r["latency_runs"] == 20
         assert r["oos_threshold"] == read_manifest(package).oos_threshold
+        assert r["oos_score"] == "energy"
 
     by_backend = {r["backend"]: r for r in rows}
     ref = by_backend["torch"]
@@ -110,9 +117,17 @@ def test_cli_benchmark_end_to_end(package: Path, clinc_json: Path, tmp_path: Pat
     assert q8["speedup_vs_ref"] == pytest.approx(ref["latency_p50_ms"] / q8["latency_p50_ms"])
     assert q8["accuracy_delta_pts"] == pytest.approx(100 * (q8["accuracy"] - ref["accuracy"]))
 
-    # Accuracy equals evaluate.scores computed here, independently, with the package's calibrated threshold.
+    # Accuracy equals the package's rule applied here by hand: arg-max, then oos where the energy is low.
+    gold = np.asarray([labels.index(g) for g in test.labels])
     for name in ("onnx", "torch"):
-        expected = scores(probs[name], test.labels, manifest, threshold)
+        pred = logits[name].argmax(axis=1)
+        pred[energy(logits[name]) < threshold] = oos
+        in_scope = gold != oos
+        expected = {
+            "accuracy": (pred == gold).mean(),
+            "in_scope_accuracy": (pred[in_scope] == gold[in_scope]).mean(),
+            "oos_recall": (pred[~in_scope] == oos).mean(),
+        }
         for key, value in expected.items():
             assert by_backend[name][key] == pytest.approx(value, abs=1e-9), (name, key)
 

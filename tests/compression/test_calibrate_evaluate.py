@@ -9,7 +9,7 @@ import pytest
 
 from app.backends.base import load_backend
 from app.package import Manifest, read_manifest, verify_package
-from compression.calibrate import CalibrateConfig, calibrate, choose_threshold
+from compression.calibrate import CalibrateConfig, calibrate, choose_rule, choose_threshold
 from compression.data import load_clinc
 from compression.evaluate import EvalConfig, evaluate, format_table, scores
 
@@ -17,7 +17,8 @@ MANIFEST = Manifest(name="m", labels=["a", "b", "oos"])
 
 
 def probs(rows: list[list[float]]) -> np.ndarray:
-    return np.asarray(rows, dtype=np.float32)
+    """Logits whose softmax is exactly these probability rows (log p), so "msp" sees the written numbers."""
+    return np.log(np.asarray(rows, dtype=np.float64)).astype(np.float32)
 
 
 def test_scores_by_hand() -> None:
@@ -30,7 +31,7 @@ def test_scores_by_hand() -> None:
 
 def test_balanced_threshold_separates_confident_in_scope_from_unsure_oos() -> None:
     rng = np.random.default_rng(0)
-    in_scope = [[c, 1 - c - 0.01, 0.01] for c in rng.uniform(0.7, 1.0, 300)]
+    in_scope = [[c, 1 - c - 0.01, 0.01] for c in rng.uniform(0.7, 0.98, 300)]
     oos = [[c, 1 - c - 0.01, 0.01] for c in rng.uniform(0.34, 0.6, 10)]  # unsure, but arg-max not oos
     p = probs(in_scope + oos)
     gold = ["a"] * 300 + ["oos"] * 10
@@ -56,14 +57,15 @@ def test_accuracy_objective_ignores_rare_oos_when_costly() -> None:
 
 
 def test_recall_at_loss_respects_the_in_scope_budget() -> None:
-    # in-scope confidences 0.40..0.99 (60 each step of 0.01), oos confidences 0.35..0.64
-    in_scope = [[c / 100, (1 - c / 100) / 2, (1 - c / 100) / 2] for c in range(40, 100)] * 5
-    oos = [[c / 100, (1 - c / 100) / 2, (1 - c / 100) / 2] for c in range(35, 65)]
+    # in-scope confidences 0.405..0.995 (60, steps of 0.01), oos 0.355..0.645: halfway between grid points,
+    # so float rounding cannot put a confidence on either side of a threshold.
+    in_scope = [[c, (1 - c) / 2, (1 - c) / 2] for c in np.arange(40.5, 100, 1.0) / 100] * 5
+    oos = [[c, (1 - c) / 2, (1 - c) / 2] for c in np.arange(35.5, 65, 1.0) / 100]
     p = probs(in_scope + oos)
     gold = ["a"] * len(in_scope) + ["oos"] * len(oos)
     grid = [i / 100 for i in range(100)]
     t, s = choose_threshold(p, gold, MANIFEST, "recall-at-loss", grid, max_in_scope_loss=0.05)
-    assert t == 0.43  # refuses in-scope 0.40-0.42: 3/60 = 5% of in-scope, the whole budget
+    assert t == 0.43  # refuses in-scope 0.405-0.425: 3/60 = 5% of in-scope, the whole budget
     assert s["in_scope_accuracy"] == pytest.approx(0.95)
     assert s["oos_recall"] == pytest.approx(8 / 30)
     t_strict, s_strict = choose_threshold(p, gold, MANIFEST, "recall-at-loss", grid, max_in_scope_loss=0.0)
@@ -71,16 +73,45 @@ def test_recall_at_loss_respects_the_in_scope_budget() -> None:
     assert s_strict["oos_recall"] == pytest.approx(5 / 30)
 
 
+def test_choose_rule_takes_a_logit_score_only_where_it_does_better() -> None:
+    # Every row has one softmax ([4, 0, 0] shifted): msp cannot tell the weak oos rows from the in-scope ones,
+    # while their in-scope logits are 3 lower, which max_logit and energy see.
+    rng = np.random.default_rng(1)
+    in_scope = [[4.0 + s, s, s] for s in rng.uniform(0.0, 1.0, 200)]
+    weak = [[1.0 + s, -3.0 + s, -3.0 + s] for s in rng.uniform(0.0, 1.0, 20)]
+    logits = np.asarray(in_scope + weak, dtype=np.float32)
+    gold = ["a"] * 200 + ["oos"] * 20
+    score, t, s, candidates = choose_rule(logits, gold, MANIFEST, CalibrateConfig())
+    assert set(candidates) == {"msp", "max_logit", "energy"}
+    assert candidates["msp"]["validation_scores"]["oos_recall"] == 0.0
+    assert score == "max_logit"  # ties with energy (both catch every oos row): the earlier score wins
+    assert candidates["energy"]["validation_scores"]["oos_recall"] == 1.0
+    assert 2.0 <= t <= 4.0
+    assert s == {"accuracy": 1.0, "in_scope_accuracy": 1.0, "oos_recall": 1.0}
+    only_msp = choose_rule(logits, gold, MANIFEST, CalibrateConfig(scores=("msp",)))
+    assert only_msp[0] == "msp"
+    assert set(only_msp[3]) == {"msp"}
+    # Where the logit scores do no better, the plain probability is kept.
+    flat = np.asarray([[4.0, 0.0, 0.0]] * 50 + [[0.0, 0.0, 4.0]] * 5, dtype=np.float32)
+    assert choose_rule(flat, ["a"] * 50 + ["oos"] * 5, MANIFEST, CalibrateConfig())[0] == "msp"
+    with pytest.raises(ValueError, match="unknown oos score"):
+        choose_rule(flat, ["a"] * 50 + ["oos"] * 5, MANIFEST, CalibrateConfig(scores=("entropy",)))  # type: ignore[arg-type]
+
+
 def test_calibrate_uses_validation_and_evaluate_fills_manifest(package_copy: Path, clinc_json: Path) -> None:
     data = load_clinc(str(clinc_json))
     threshold = calibrate(CalibrateConfig(package_copy), data.validation)
     manifest = read_manifest(package_copy)
     assert manifest.oos_threshold == threshold
-    assert manifest.source["calibration"]["split"] == "validation"
+    calibration = manifest.source["calibration"]
+    assert calibration["split"] == "validation"
+    assert calibration["score"] == manifest.oos_score
+    assert set(calibration["candidates"]) == {"msp", "max_logit", "energy"}
+    assert calibration["candidates"][manifest.oos_score]["threshold"] == threshold
     results = evaluate(EvalConfig(package_copy, latency_runs=20, warmup_runs=2), data.test)
     assert set(results) == {"torch", "torch-int8", "onnx", "onnx-int8"}
     backend = load_backend("onnx", package_copy)
-    expected = scores(backend.predict(data.test.texts), data.test.labels, manifest, threshold)
+    expected = scores(backend.predict_logits(data.test.texts), data.test.labels, manifest, threshold)
     assert results["onnx"]["accuracy"] == pytest.approx(expected["accuracy"])
     assert results["onnx"]["accuracy"] > 0.9  # the tiny model learned the synthetic task
     manifest = verify_package(package_copy, "onnx", set())  # re-hashed after the manifest update

@@ -58,3 +58,15 @@ async def test_built_package_serves(tiny_package: Path, anyio_backend: str) -> N
     async with running_app(tiny_package, "onnx-int8") as (client, _):
         r = await client.post("/classify", json={"text": "set an alarm for ten minutes"})
     assert r.json()["intent"] == "timer"
+
+
+def test_calibrate_cli_restricts_and_checks_scores(package_copy: Path, clinc_json: Path, capsys) -> None:
+    args = ["--data", str(clinc_json), "calibrate", "--package", str(package_copy)]
+    assert main([*args, "--scores", "energy"]) == 0
+    manifest = read_manifest(package_copy)
+    assert manifest.oos_score == "energy"
+    assert set(manifest.source["calibration"]["candidates"]) == {"energy"}
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--scores", "msp,entropy"])
+    assert exc.value.code == 2
+    assert "--scores: unknown ['entropy']; choose from msp, max_logit, energy" in capsys.readouterr().err
