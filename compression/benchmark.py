@@ -533,6 +533,10 @@ def format_markdown(report: dict[str, Any]) -> str:
         "enc. Linear nonzero = their nonzero weights in millions (structured pruning lowers it by shrinking the "
         "layers). ONNX Runtime on CPU runs zero weights densely: unstructured sparsity brings no speed-up.",
     ]
+    rules = {r["package"]: (r["oos_score"], r["oos_threshold"]) for r in report["rows"] if r["oos_score"]}
+    if rules:
+        cells = [f"{name}: {score} < {threshold:.3f}" for name, (score, threshold) in rules.items()]
+        lines += ["", "Oos rules (chosen on the validation split; oos below the threshold): " + "; ".join(cells) + "."]
     if meta["skipped"]:
         lines += ["", "Skipped: " + "; ".join(meta["skipped"])]
     return "\n".join(lines) + "\n"

@@ -135,6 +135,7 @@ def test_cli_benchmark_end_to_end(package: Path, clinc_json: Path, tmp_path: Pat
     header = next(line for line in md if line.startswith("| package"))
     assert [c.strip() for c in header.strip("|").split("|")] == list(MD_COLUMNS)
     assert sum(line.startswith("| tiny-bert") for line in md) == 4
+    assert f"tiny-bert: energy < {threshold:.3f}." in next(line for line in md if line.startswith("Oos rules"))
     assert any("threads: 1" in line and "CPU:" in line and meta["date"] in line for line in md)
 
     png = (out / "benchmark.png").read_bytes()
