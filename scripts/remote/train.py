@@ -3,7 +3,7 @@
 The same `python -m compression` commands as on a CPU, with CUDA picked up automatically. Stages:
 
     teacher  fine-tune one teacher per recipe (in parallel processes on the one GPU), calibrate each on the
-             validation split and keep the recipe with the best validation accuracy at its own threshold
+             validation split and keep the recipe with the best validation accuracy at its own oos rule
     student  Optuna search + distilled student + the same student without the teacher (alpha = 1)
     prune    `python -m compression prune` runs (one per line of --prune-args), in parallel
 
@@ -57,32 +57,32 @@ def run_parallel(commands: list[list[str]], logs: Path) -> None:
 
 
 def split_scores(package: Path, data, device: str) -> dict:
-    """Calibrate the oos threshold on validation (recall-at-loss), then score validation and test with it."""
+    """Choose the oos rule on validation (as `compression calibrate`), then score validation and test with it."""
     import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from app.package import read_manifest
-    from compression.calibrate import CalibrateConfig, choose_threshold
+    from compression.calibrate import CalibrateConfig, choose_rule
     from compression.evaluate import scores
 
     manifest = read_manifest(package)
     tok = AutoTokenizer.from_pretrained(package)
     model = AutoModelForSequenceClassification.from_pretrained(package).to(device).eval()
 
-    def probs(texts: list[str]) -> np.ndarray:
+    def logits(texts: list[str]) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), 512):
                 enc = tok(texts[i : i + 512], truncation=True, max_length=64, padding=True, return_tensors="pt")
-                out.append(torch.softmax(model(**enc.to(device)).logits.float(), -1).cpu().numpy())
+                out.append(model(**enc.to(device)).logits.float().cpu().numpy())
         return np.concatenate(out)
 
-    cfg = CalibrateConfig()
-    val_probs = probs(data.validation.texts)
-    threshold, val = choose_threshold(val_probs, data.validation.labels, manifest, cfg.objective, cfg.grid, 0.01)
-    test = scores(probs(data.test.texts), data.test.labels, manifest, threshold)
-    return {"threshold": threshold, "validation": val, "test": test}
+    score, threshold, val, _ = choose_rule(
+        logits(data.validation.texts), data.validation.labels, manifest, CalibrateConfig()
+    )
+    test = scores(logits(data.test.texts), data.test.labels, manifest, threshold, score)
+    return {"score": score, "threshold": threshold, "validation": val, "test": test}
 
 
 def ship(name: str, packages: dict[str, tuple[Path, Path | None]], work: Path, out: Path, extra: list[Path]) -> None:
@@ -188,7 +188,7 @@ def main() -> None:
         run_parallel(commands, work / "logs")
         results = {n: split_scores(f, data, device) for n, f in candidates.items() if (f / "manifest.json").is_file()}
         for n, r in results.items():
-            logger.info("%s: threshold %.2f val %s test %s", n, r["threshold"], r["validation"], r["test"])
+            logger.info("%s: %s < %.3f val %s test %s", n, r["score"], r["threshold"], r["validation"], r["test"])
         best = max(results, key=lambda n: results[n]["validation"]["accuracy"])
         logger.info("chosen on validation accuracy: %s", best)
         summary["teacher"] = {"candidates": results, "chosen": best, "minutes": (time.time() - start) / 60}
