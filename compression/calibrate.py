@@ -30,8 +30,9 @@ class CalibrateConfig:
     traffic. "balanced" maximizes (in-scope accuracy + oos recall) / 2 (prior-free, but with 100 oos
     vs 3,000 in-scope validation queries it trades many in-scope answers for few oos catches);
     "accuracy" maximizes plain validation accuracy (implicitly assumes the validation oos share, 3%).
-    Every score in `scores` gets its best threshold; the score with the best objective value wins (ties: the
-    earlier one, so the plain probability is kept unless a logit score does better).
+    Every score in `scores` gets its best threshold; the score with the best objective value wins. Ties go to
+    the higher in-scope accuracy (fewer valid requests refused), then to the earlier score, so the plain
+    probability is kept unless a logit score does better.
     """
 
     package_dir: Path = Path("artifacts/teacher")
@@ -88,7 +89,7 @@ def choose_rule(
     """The score and threshold with the best objective value on these (validation) logits, and every candidate."""
     oos_index = manifest.labels.index(manifest.oos_label)
     candidates: dict[str, dict] = {}
-    best: tuple[float, OosScore] | None = None
+    best: tuple[float, float, OosScore] | None = None
     for score in cfg.scores:
         if score not in OOS_SCORES:
             raise ValueError(f"unknown oos score {score!r}; choose from {OOS_SCORES}")
@@ -97,11 +98,12 @@ def choose_rule(
         floor = scores(logits, gold, manifest, -np.inf, score)["in_scope_accuracy"] - cfg.max_in_scope_loss
         value = _objective(cfg.objective, s, floor)
         candidates[score] = {"threshold": t, "validation_scores": s, "objective_value": value}
-        if best is None or value > best[0] + 1e-12:
-            best = (value, score)
+        key = (value, s["in_scope_accuracy"])
+        if best is None or key[0] > best[0] + 1e-12 or (abs(key[0] - best[0]) <= 1e-12 and key[1] > best[1] + 1e-12):
+            best = (*key, score)
     if best is None:
         raise ValueError("no oos score to calibrate; pass at least one of " + ", ".join(OOS_SCORES))
-    chosen = best[1]
+    chosen = best[2]
     return chosen, candidates[chosen]["threshold"], candidates[chosen]["validation_scores"], candidates
 
 

@@ -98,6 +98,21 @@ def test_choose_rule_takes_a_logit_score_only_where_it_does_better() -> None:
         choose_rule(flat, ["a"] * 50 + ["oos"] * 5, MANIFEST, CalibrateConfig(scores=("entropy",)))  # type: ignore[arg-type]
 
 
+def test_choose_rule_breaks_ties_by_in_scope_accuracy() -> None:
+    # Q: confident in-scope; P: in scope but split between a and b (energy adds log 2, max logit does not);
+    # R: oos whose top logit sits between P's and Q's. Both logit scores catch every R, but max_logit must
+    # refuse P to do it (within the 1-point budget) while energy need not: same recall, energy refuses less.
+    q, p, r = [5.0, -5.0, -10.0], [3.0, 3.0, -10.0], [3.3, -5.0, -10.0]
+    logits = np.asarray([q] * 99 + [p] + [r] * 10, dtype=np.float32)
+    gold = ["a"] * 100 + ["oos"] * 10
+    score, _, s, candidates = choose_rule(logits, gold, MANIFEST, CalibrateConfig())
+    assert candidates["max_logit"]["validation_scores"]["oos_recall"] == 1.0
+    assert candidates["max_logit"]["validation_scores"]["in_scope_accuracy"] == pytest.approx(0.99)
+    assert candidates["msp"]["validation_scores"]["oos_recall"] == 0.0
+    assert score == "energy"
+    assert s == {"accuracy": 1.0, "in_scope_accuracy": 1.0, "oos_recall": 1.0}
+
+
 def test_calibrate_uses_validation_and_evaluate_fills_manifest(package_copy: Path, clinc_json: Path) -> None:
     data = load_clinc(str(clinc_json))
     threshold = calibrate(CalibrateConfig(package_copy), data.validation)
