@@ -41,6 +41,13 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
 
 def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", type=Path, default=Path("artifacts/teacher"), help="teacher package")
+    p.add_argument(
+        "--extra-teacher",
+        type=Path,
+        action="append",
+        default=[],
+        help="another teacher package whose logits are averaged into the soft targets (repeatable)",
+    )
     p.add_argument("--student", default="layers:0,2,4", help='"layers:i,j,k" of the teacher, or an HF id / dir')
     p.add_argument("--output-dir", type=Path, default=Path("artifacts/student"))
     p.add_argument("--name", default="student")
@@ -66,6 +73,7 @@ def run_distill(args: argparse.Namespace, data) -> list[Path]:
 
     cfg = DistillConfig(
         teacher_dir=args.teacher,
+        extra_teachers=tuple(args.extra_teacher),
         student=args.student,
         output_dir=args.output_dir,
         name=args.name,

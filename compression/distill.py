@@ -21,6 +21,9 @@ class DistillConfig(FinetuneConfig):
     """Student + KD hyperparameters; `student` is "layers:0,2,4" (teacher subset) or an HF id / dir."""
 
     teacher_dir: Path = Path("artifacts/teacher")
+    # More teachers whose logits are averaged with the teacher's into the soft targets (an ensemble teaches
+    # better than any of its members); the student is still built from `teacher_dir` for "layers:...".
+    extra_teachers: tuple[Path, ...] = ()
     student: str = "layers:0,2,4"
     output_dir: Path = Path("artifacts/student")
     name: str = "student"
@@ -211,15 +214,38 @@ def load_teacher(teacher_dir: Path) -> tuple[Any, Any]:
     return teacher, tokenizer
 
 
+def ensemble_logits(
+    cfg: DistillConfig, logits: Any, tokenizer: Any, labels: list[str], split: Split, device: str
+) -> Any:
+    """The mean of the teacher's and every extra teacher's logits, columns in the teacher's label order."""
+    import torch
+
+    total = logits.clone()
+    for path in cfg.extra_teachers:
+        extra, extra_tok = load_teacher(path)
+        check_same_tokenizer(tokenizer, extra_tok, str(path))
+        extra_labels = [extra.config.id2label[i] for i in range(extra.config.num_labels)]
+        if set(extra_labels) != set(labels):
+            raise ValueError(
+                f"extra teacher {path} has other labels than the teacher; both must be trained on CLINC150"
+            )
+        order = torch.tensor([extra_labels.index(label) for label in labels])
+        extra.to(device)
+        plain = EncodedSplit(split, extra_tok, {label: i for i, label in enumerate(extra_labels)}, cfg.max_length)
+        total += teacher_logits(extra, plain, extra_tok)[:, order]
+        del extra
+    return total / (1 + len(cfg.extra_teachers))
+
+
 def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit, dict[str, int]]:
-    """Load the teacher and the train split with precomputed teacher logits."""
+    """Load the teacher and the train split with precomputed teacher (or ensemble) logits."""
     import torch
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     teacher, tokenizer = load_teacher(cfg.teacher_dir)
-    if torch.cuda.is_available():
-        teacher.to("cuda")  # only for the logits pass; training moves the student itself
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher.to(device)  # only for the logits pass; training moves the student itself
     # The student keeps the teacher's logit order, so soft targets line up label by label.
     labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
     if set(labels) != set(data.labels):
@@ -227,6 +253,8 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
     label2id = {label: i for i, label in enumerate(labels)}
     plain = EncodedSplit(data.train, tokenizer, label2id, cfg.max_length)
     logits = teacher_logits(teacher, plain, tokenizer)
+    if cfg.extra_teachers:
+        logits = ensemble_logits(cfg, logits, tokenizer, labels, data.train, device)
     train = DistillSplit(data.train, tokenizer, label2id, cfg.max_length, logits)
     return teacher, tokenizer, train, label2id
 
@@ -239,13 +267,16 @@ def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple |
     student = train_student(cfg, teacher, tokenizer, train, labels)
     val_acc = accuracy(student, tokenizer, data.validation, label2id, cfg.max_length)
     logger.info("student %s: validation accuracy %.4f (alpha=%s, T=%s)", cfg.name, val_acc, cfg.alpha, cfg.temperature)
-    hyper = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "extra_source"}
+    skip = ("extra_source", "extra_teachers")  # extra_teachers is recorded in the source below
+    hyper = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k not in skip}
     source = {
         "base_model": cfg.student,
         "teacher": str(cfg.teacher_dir),
         "dataset": data.source,
         "step": "distill",
-        "teacher_logits": "precomputed once over the train split",
+        "teacher_logits": "precomputed once over the train split"
+        + (f", mean of {1 + len(cfg.extra_teachers)} teachers" if cfg.extra_teachers else ""),
+        "extra_teachers": [str(p) for p in cfg.extra_teachers],
         "hyperparameters": hyper,
         "validation_accuracy": val_acc,
         **cfg.extra_source,

@@ -101,3 +101,59 @@ def test_distill_cli_writes_student_and_baseline(tiny_package: Path, clinc_json:
     assert baseline.source["hyperparameters"]["alpha"] == 1.0
     assert student.backends == baseline.backends == ["torch", "torch-int8", "onnx", "onnx-int8"]
     assert set(student.metrics) == {"torch", "torch-int8", "onnx", "onnx-int8"}
+
+
+def other_teacher(tiny_package: Path, dst: Path, reorder: bool = True) -> Path:
+    """The tiny teacher with a perturbed head and (optionally) its labels in reverse order."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_package)
+    n = model.config.num_labels
+    perm = list(reversed(range(n))) if reorder else list(range(n))
+    with torch.no_grad():
+        model.classifier.bias += torch.linspace(-1.0, 1.0, n)
+        model.classifier.weight.copy_(model.classifier.weight[perm])
+        model.classifier.bias.copy_(model.classifier.bias[perm])
+    labels = [model.config.id2label[i] for i in perm]
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {label: i for i, label in enumerate(labels)}
+    model.save_pretrained(dst)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (tiny_package / name).is_file():
+            shutil.copy(tiny_package / name, dst / name)
+    return dst
+
+
+def test_extra_teachers_average_logits_by_label_name(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    data = load_clinc(str(clinc_json))
+    second = other_teacher(tiny_package, tmp_path / "second")
+    single = prepare(DistillConfig(teacher_dir=tiny_package), data)
+    both = prepare(DistillConfig(teacher_dir=tiny_package, extra_teachers=(second,)), data)
+    labels = list(single[3])
+    # The second teacher's logits computed here directly, then put back into the first teacher's label order.
+    tok = AutoTokenizer.from_pretrained(second)
+    model = AutoModelForSequenceClassification.from_pretrained(second).eval()
+    with torch.inference_mode():
+        raw = model(**tok(data.train.texts, padding=True, truncation=True, max_length=64, return_tensors="pt")).logits
+    columns = [model.config.label2id[label] for label in labels]
+    for i in range(len(data.train)):
+        first = single[2][i]["teacher_logits"]
+        expected = (first + raw[i, columns]) / 2
+        torch.testing.assert_close(both[2][i]["teacher_logits"], expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(both[2][0]["teacher_logits"], single[2][0]["teacher_logits"])
+
+
+def test_extra_teacher_with_other_labels_is_refused(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    second = other_teacher(tiny_package, tmp_path / "second", reorder=False)
+    model = AutoModelForSequenceClassification.from_pretrained(second)
+    model.config.id2label = {**model.config.id2label, 0: "not_a_clinc_intent"}
+    model.save_pretrained(second)
+    data = load_clinc(str(clinc_json))
+    with pytest.raises(ValueError, match="other labels than the teacher"):
+        prepare(DistillConfig(teacher_dir=tiny_package, extra_teachers=(second,)), data)
