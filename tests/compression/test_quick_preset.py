@@ -33,9 +33,16 @@ def test_quick_preset_on_clinc150(tmp_path: Path) -> None:
     manifest = read_manifest(out)
     assert manifest.backends == ["torch", "torch-int8", "onnx", "onnx-int8"]
     assert len(manifest.labels) == 151
-    assert 0.0 < manifest.oos_threshold < 1.0
+    # A calibrated oos rule: the recorded candidate, catching oos queries on validation (msp: a probability).
+    calibration = manifest.source["calibration"]
+    assert calibration["split"] == "validation"
+    assert calibration["candidates"][manifest.oos_score]["threshold"] == manifest.oos_threshold
+    assert calibration["validation_scores"]["oos_recall"] > 0.5
+    if manifest.oos_score == "msp":
+        assert 0.0 < manifest.oos_threshold < 1.0
     for backend in manifest.backends:
         assert manifest.metrics[backend].accuracy >= 0.85, (backend, manifest.metrics[backend])
     print(
-        f"quick preset: {minutes:.1f} min; " + ", ".join(f"{b}={m.accuracy:.4f}" for b, m in manifest.metrics.items())
+        f"quick preset: {minutes:.1f} min; rule {manifest.oos_score} < {manifest.oos_threshold}; "
+        + ", ".join(f"{b}={m.accuracy:.4f}" for b, m in manifest.metrics.items())
     )
