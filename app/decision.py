@@ -30,11 +30,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def oos_score(logits: np.ndarray, oos_index: int, score: OosScore) -> np.ndarray:
-    """The per-row in-scope evidence that is compared with the threshold (higher = more in scope)."""
+def oos_score(logits: np.ndarray, oos_index: int, score: OosScore, probs: np.ndarray | None = None) -> np.ndarray:
+    """The per-row in-scope evidence that is compared with the threshold (higher = more in scope).
+
+    `probs`: softmax(logits) when the caller has it already (the service does), so "msp" does not redo it.
+    """
     logits = np.asarray(logits, dtype=np.float32)
     if score == "msp":
-        return softmax(logits).max(axis=-1)
+        return (softmax(logits) if probs is None else probs).max(axis=-1)
     in_scope = np.delete(logits, oos_index, axis=-1)
     top = in_scope.max(axis=-1)
     if score == "max_logit":
@@ -45,14 +48,14 @@ def oos_score(logits: np.ndarray, oos_index: int, score: OosScore) -> np.ndarray
 
 
 def decide(
-    logits: np.ndarray, oos_index: int, threshold: float, score: OosScore = "msp"
+    logits: np.ndarray, oos_index: int, threshold: float, score: OosScore = "msp", probs: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted label index per row of logits, and the reason.
 
     reason: 0 = in scope, 1 = arg-max is the oos label, 2 = oos score under the threshold (low confidence).
     """
     best = logits.argmax(axis=-1)
-    evidence = oos_score(logits, oos_index, score)
+    evidence = oos_score(logits, oos_index, score, probs)
     reason = np.where(best == oos_index, 1, np.where(evidence < threshold, 2, 0))
     predicted = np.where(reason > 0, oos_index, best)
     return predicted, reason

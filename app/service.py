@@ -83,10 +83,10 @@ class IntentClassifier:
         """Verify + load a package (default: the configured one) inside the model root, then warm it up."""
         package = cls.package_dir(settings, model_dir)
         backend = load_backend(settings.backend, package, settings.threads_per_worker)
-        cls.threshold_for(settings, backend.manifest)  # refuse a bad override before announcing the load
+        classifier = cls(backend, settings, metrics)  # refuses a bad threshold override before warm-up and the log
         backend.warmup(settings.warmup_runs)
         logger.info("loaded package %r (%s) with backend %s", backend.manifest.name, package, settings.backend)
-        return cls(backend, settings, metrics)
+        return classifier
 
     def set_info(self, value: float) -> None:
         """Set this runtime's intent_model_info sample (1 while serving, removed after)."""
@@ -108,8 +108,9 @@ class IntentClassifier:
 
     def decide(self, logits: np.ndarray, top_k: int) -> dict[str, Any]:
         """Arg-max label unless it is `oos` or its oos score is under the threshold."""
-        predicted, reason = decide(logits[None, :], self.oos_index, self.threshold, self.oos_score)
-        probs = softmax(logits[None, :])[0]
+        probs = softmax(logits[None, :])
+        predicted, reason = decide(logits[None, :], self.oos_index, self.threshold, self.oos_score, probs)
+        probs = probs[0]
         label_index, why = int(predicted[0]), REASONS[int(reason[0])]
         intent = str(self.labels[label_index])
         order = np.argsort(-probs)[: top_k + 1]

@@ -62,6 +62,28 @@ def _objective(objective: str, s: dict, floor: float) -> float:
     return s["oos_recall"] if s["in_scope_accuracy"] >= floor - 1e-12 else -1.0
 
 
+def _search(
+    logits: np.ndarray,
+    gold: list[str],
+    manifest,
+    objective: str,
+    grid: Sequence[float],
+    max_loss: float,
+    score: OosScore,
+) -> tuple[float, dict, float]:
+    """(threshold, its scores, its objective value) for one score; ties go to the lowest threshold."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+    floor = scores(logits, gold, manifest, -np.inf, score)["in_scope_accuracy"] - max_loss
+    best_t, best_value, best_scores = 0.0, -2.0, {}
+    for t in grid:
+        s = scores(logits, gold, manifest, float(t), score)
+        value = _objective(objective, s, floor)
+        if value > best_value + 1e-12:
+            best_t, best_value, best_scores = float(t), value, s
+    return best_t, best_scores, best_value
+
+
 def choose_threshold(
     logits: np.ndarray,
     gold: list[str],
@@ -72,15 +94,8 @@ def choose_threshold(
     score: OosScore = "msp",
 ) -> tuple[float, dict]:
     """Best threshold on the grid for one score; ties go to the lowest threshold (fewest refusals)."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
-    floor = scores(logits, gold, manifest, -np.inf, score)["in_scope_accuracy"] - max_in_scope_loss
-    best_t, best_value, best_scores = 0.0, -2.0, {}
-    for t in grid:
-        s = scores(logits, gold, manifest, float(t), score)
-        if _objective(objective, s, floor) > best_value + 1e-12:
-            best_t, best_value, best_scores = float(t), _objective(objective, s, floor), s
-    return best_t, best_scores
+    t, s, _ = _search(logits, gold, manifest, objective, grid, max_in_scope_loss, score)
+    return t, s
 
 
 def choose_rule(
@@ -94,9 +109,7 @@ def choose_rule(
         if score not in OOS_SCORES:
             raise ValueError(f"unknown oos score {score!r}; choose from {OOS_SCORES}")
         grid = threshold_grid(logits, oos_index, score, cfg.grid)
-        t, s = choose_threshold(logits, gold, manifest, cfg.objective, grid, cfg.max_in_scope_loss, score)
-        floor = scores(logits, gold, manifest, -np.inf, score)["in_scope_accuracy"] - cfg.max_in_scope_loss
-        value = _objective(cfg.objective, s, floor)
+        t, s, value = _search(logits, gold, manifest, cfg.objective, grid, cfg.max_in_scope_loss, score)
         candidates[score] = {"threshold": t, "validation_scores": s, "objective_value": value}
         key = (value, s["in_scope_accuracy"])
         if best is None or key[0] > best[0] + 1e-12 or (abs(key[0] - best[0]) <= 1e-12 and key[1] > best[1] + 1e-12):

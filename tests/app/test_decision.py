@@ -44,6 +44,9 @@ def test_energy_separates_rows_that_softmax_cannot() -> None:
     # Rows 0 and 1 have one softmax, so no msp threshold can tell them apart; energy (4.0 vs 2.0) can.
     msp_pred, _ = decide(LOGITS, 2, 0.9, "msp")
     assert msp_pred[0] == msp_pred[1] == 0
+    probs = np.exp(LOGITS) / np.exp(LOGITS).sum(axis=1, keepdims=True)
+    assert decide(LOGITS, 2, 0.9, "msp", probs)[0].tolist() == msp_pred.tolist()  # precomputed probs, same rule
+    assert decide(LOGITS, 2, 0.99, "msp", probs)[1].tolist() == [2, 2, 1, 2]
     pred, reason = decide(LOGITS, 2, 3.0, "energy")
     assert pred.tolist() == [0, 2, 2, 2]
     assert reason.tolist() == [0, 2, 1, 2]  # 1 = arg-max is oos, 2 = score under the threshold
