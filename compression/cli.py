@@ -56,6 +56,15 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=float, default=8.0)
     p.add_argument("--learning-rate", type=float, default=2e-4)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--augment-copies",
+        type=int,
+        default=0,
+        help="noisy copies of each train query added to the transfer set, labelled by the teacher (0 = none)",
+    )
+    p.add_argument(
+        "--augment-prob", type=float, default=0.1, help="per-word probability of each edit: delete, replace, swap"
+    )
     p.add_argument("--trials", type=int, default=0, help="Optuna trials before the final run (0 = no search)")
     p.add_argument("--trial-fraction", type=float, default=0.2, help="share of the train split per trial")
     p.add_argument("--baseline", action="store_true", help="also train the same student with alpha=1 (no teacher)")
@@ -68,6 +77,7 @@ def run_distill(args: argparse.Namespace, data) -> list[Path]:
     """Optional Optuna search, then the final student (and the alpha=1 baseline when asked)."""
     from dataclasses import replace
 
+    from compression.augment import AugmentConfig
     from compression.distill import DistillConfig, distill, prepare
     from compression.search import SearchConfig, search
 
@@ -84,6 +94,13 @@ def run_distill(args: argparse.Namespace, data) -> list[Path]:
         batch_size=args.batch_size,
         num_threads=args.num_threads,
         seed=args.seed,
+        augment=AugmentConfig(
+            copies=args.augment_copies,
+            p_delete=args.augment_prob,
+            p_replace=args.augment_prob,
+            p_swap=args.augment_prob,
+            seed=args.seed,
+        ),
     )
     prepared = prepare(cfg, data)
     if args.trials > 0:
@@ -185,6 +202,13 @@ def _add_package_arg(p: argparse.ArgumentParser) -> None:
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quant-preset", default="avx512_vnni", choices=["avx512_vnni", "avx2", "arm64"])
     p.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
+    p.add_argument(
+        "--embedding-bits",
+        type=int,
+        default=8,
+        choices=[8, 4],
+        help="word-embedding table precision in the int8 model (4 = block-wise 4-bit, ~1.7x smaller table)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,8 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int, default=0)
     p = sub.add_parser("distill", help="distill a teacher package into a student (KD, optional Optuna search)")
     _add_distill_args(p)
+    _add_quant_args(p)
     p = sub.add_parser("prune", help="prune a package (magnitude, movement or structured), then finish it")
     _add_prune_args(p)
+    _add_quant_args(p)
     p = sub.add_parser("finish", help="export -> quantize -> calibrate -> evaluate a trained package (e.g. from a GPU)")
     _add_package_arg(p)
     _add_quant_args(p)
@@ -263,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "quantize":
         from compression.quantize import QuantizeConfig, quantize
 
-        quantize(QuantizeConfig(args.package, args.quant_preset, args.per_channel))
+        quantize(QuantizeConfig(args.package, args.quant_preset, args.per_channel, args.embedding_bits))
     elif args.command == "calibrate":
         from compression.calibrate import CalibrateConfig, calibrate
 
@@ -281,19 +307,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_table(evaluate(cfg, load_clinc(args.data).test)))
     elif args.command == "distill":
+        if args.augment_copies < 0 or not 0.0 <= args.augment_prob < 0.5:
+            parser.error("--augment-copies must be >= 0 and --augment-prob in [0, 0.5)")
         data = load_clinc(args.data)
         for package in run_distill(args, data):
             if not args.no_finish:
-                finish_package(package, data, num_threads=args.num_threads or 0)
+                finish_package(package, data, **_quant_kwargs(args), num_threads=args.num_threads or 0)
     elif args.command == "prune":
         data = load_clinc(args.data)
         package = run_prune(args, data)
         if not args.no_finish:
-            finish_package(package, data, num_threads=args.num_threads or 0)
+            finish_package(package, data, **_quant_kwargs(args), num_threads=args.num_threads or 0)
     elif args.command == "finish":  # e.g. a package trained with --no-finish on a GPU machine without optimum
         if not (args.package / "manifest.json").is_file():
             raise SystemExit(f"finish: no model package at {args.package} (pass --package PACKAGE_DIR)")
-        finish_package(args.package, load_clinc(args.data), args.quant_preset, args.per_channel, args.num_threads)
+        finish_package(args.package, load_clinc(args.data), **_quant_kwargs(args), num_threads=args.num_threads)
     elif args.command == "benchmark":
         from compression.benchmark import BenchmarkConfig, format_markdown, run_benchmark, write_reports
 
@@ -319,8 +347,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _quant_kwargs(args: argparse.Namespace) -> dict:
+    return {"quant_preset": args.quant_preset, "per_channel": args.per_channel, "embedding_bits": args.embedding_bits}
+
+
 def finish_package(
-    package: Path, data, quant_preset: str = "avx512_vnni", per_channel: bool = False, num_threads: int = 0
+    package: Path,
+    data,
+    quant_preset: str = "avx512_vnni",
+    per_channel: bool = False,
+    num_threads: int = 0,
+    embedding_bits: int = 8,
 ) -> dict:
     """export -> quantize -> calibrate -> evaluate one trained package; prints and returns the table."""
     from app.package import read_manifest
@@ -330,7 +367,7 @@ def finish_package(
     from compression.quantize import QuantizeConfig, quantize
 
     export(ExportConfig(package))
-    quantize(QuantizeConfig(package, quant_preset, per_channel))
+    quantize(QuantizeConfig(package, quant_preset, per_channel, embedding_bits))
     calibrate(CalibrateConfig(package, num_threads=num_threads), data.validation)
     results = evaluate(EvalConfig(package, num_threads=num_threads), data.test)
     if "pruning" in read_manifest(package).source:
@@ -353,7 +390,7 @@ def build(args: argparse.Namespace) -> None:
         logger.info("reusing trained weights in %s", cfg.output_dir)
     else:
         finetune(cfg, data)
-    finish_package(cfg.output_dir, data, args.quant_preset, args.per_channel, cfg.num_threads or 0)
+    finish_package(cfg.output_dir, data, **_quant_kwargs(args), num_threads=cfg.num_threads or 0)
     logger.info(
         "build (%s preset) finished in %.1f min: %s", args.preset, (time.perf_counter() - start) / 60, cfg.output_dir
     )

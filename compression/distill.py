@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compression.augment import AugmentConfig, augment
 from compression.config import FinetuneConfig
 from compression.data import ClincData, Split, load_clinc
 from compression.finetune import EncodedSplit, load_classifier, training_args
@@ -32,6 +33,8 @@ class DistillConfig(FinetuneConfig):
     epochs: float = 8.0
     learning_rate: float = 2e-4
     batch_size: int = 32
+    # Noisy copies of the train queries added to the transfer set, labelled by the teacher (TinyBERT-style).
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     extra_source: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,9 +98,26 @@ def make_student(cfg: DistillConfig, teacher: Any, teacher_tok: Any, labels: lis
     if cfg.student.startswith("layers:"):
         layers = [int(x) for x in cfg.student.removeprefix("layers:").split(",") if x.strip()]
         return student_from_teacher_layers(teacher, layers)
+    check_label_order(cfg.student, labels)
     student_tok, student = load_classifier(cfg.student, labels)
     check_same_tokenizer(teacher_tok, student_tok, cfg.student)
     return student
+
+
+def check_label_order(student_id: str, labels: list[str]) -> None:
+    """Refuse a trained student (e.g. a package) whose head rows are the teacher's labels in another order."""
+    config = Path(student_id) / "config.json"
+    if not config.is_file():
+        return
+    import json
+
+    id2label = json.loads(config.read_text()).get("id2label") or {}
+    own = [id2label[k] for k in sorted(id2label, key=int)]
+    if sorted(own) == sorted(labels) and own != labels:
+        raise ValueError(
+            f"student {student_id!r} has the teacher's labels in another order; its classifier rows would be "
+            "read against the wrong soft targets (re-save it with the teacher's label order)"
+        )
 
 
 class DistillSplit(EncodedSplit):
@@ -238,7 +258,7 @@ def ensemble_logits(
 
 
 def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit, dict[str, int]]:
-    """Load the teacher and the train split with precomputed teacher (or ensemble) logits."""
+    """Load the teacher and the transfer set (train + augmented copies) with precomputed soft targets."""
     import torch
 
     if cfg.num_threads:
@@ -251,11 +271,24 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
     if set(labels) != set(data.labels):
         raise ValueError("the teacher's labels differ from the dataset's; distill from a teacher trained on it")
     label2id = {label: i for i, label in enumerate(labels)}
-    plain = EncodedSplit(data.train, tokenizer, label2id, cfg.max_length)
-    logits = teacher_logits(teacher, plain, tokenizer)
-    if cfg.extra_teachers:
-        logits = ensemble_logits(cfg, logits, tokenizer, labels, data.train, device)
-    train = DistillSplit(data.train, tokenizer, label2id, cfg.max_length, logits)
+
+    def soft_targets(split: Split) -> Any:
+        plain = EncodedSplit(split, tokenizer, label2id, cfg.max_length)
+        logits = teacher_logits(teacher, plain, tokenizer)
+        if cfg.extra_teachers:
+            logits = ensemble_logits(cfg, logits, tokenizer, labels, split, device)
+        return logits
+
+    split, logits = data.train, soft_targets(data.train)
+    if cfg.augment.copies:
+        texts = augment(data.train.texts, cfg.augment)
+        # Placeholder labels for encoding; the copies' hard labels are the teacher's arg-max (pseudo-labels).
+        extra_logits = soft_targets(Split(texts, [labels[0]] * len(texts)))
+        pseudo = [labels[i] for i in extra_logits.argmax(-1).tolist()]
+        split = Split([*split.texts, *texts], [*split.labels, *pseudo])
+        logits = torch.cat([logits, extra_logits])
+        logger.info("transfer set: %d train + %d augmented queries", len(data.train), len(texts))
+    train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits)
     return teacher, tokenizer, train, label2id
 
 
@@ -274,8 +307,13 @@ def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple |
         "teacher": str(cfg.teacher_dir),
         "dataset": data.source,
         "step": "distill",
-        "teacher_logits": "precomputed once over the train split"
+        "teacher_logits": "precomputed once over the transfer set"
         + (f", mean of {1 + len(cfg.extra_teachers)} teachers" if cfg.extra_teachers else ""),
+        "transfer_set": {
+            "train": len(data.train),
+            "augmented": len(train) - len(data.train),
+            "augmented_labels": "teacher arg-max",
+        },
         "extra_teachers": [str(p) for p in cfg.extra_teachers],
         "hyperparameters": hyper,
         "validation_accuracy": val_acc,

@@ -1,0 +1,62 @@
+"""Quantization: the 4-bit word-embedding option is the real table, block-quantized, and still serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from app.backends.base import load_backend
+from app.package import read_manifest
+from compression.cli import main
+from compression.data import load_clinc
+from compression.quantize import QuantizeConfig, quantize, word_embedding_gather
+from tests.conftest import VOCAB
+
+
+def test_embedding_table_is_block_quantized_to_4_bits(package_copy: Path, clinc_json: Path) -> None:
+    from safetensors.numpy import load_file
+
+    int8_size = (package_copy / "model_quantized.onnx").stat().st_size
+    quantize(QuantizeConfig(package_copy, embedding_bits=4, embedding_block_size=16))
+    path = package_copy / "model_quantized.onnx"
+    model = onnx.load(path)
+    nodes = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert len(nodes) == 1
+    inits = {i.name: i for i in model.graph.initializer}
+    table, scales = inits[nodes[0].input[0]], numpy_helper.to_array(inits[nodes[0].input[2]])
+    assert table.data_type == onnx.TensorProto.INT4
+    weights = load_file(package_copy / "model.safetensors")["bert.embeddings.word_embeddings.weight"]
+    assert tuple(table.dims) == weights.shape == (len(VOCAB), 32)
+    # Dequantized by hand: every value within half a quantization step of the fp32 table.
+    # ORT's symmetric scale maps the block's largest |w| to -8 (the scale may be negative), so +max clips at 7:
+    # rounding error is at most half a step, except at that clipped end, where it is at most one step.
+    step = np.abs(np.repeat(scales, 16, axis=1))
+    dequant = numpy_helper.to_array(table).astype(np.float32) * np.repeat(scales, 16, axis=1)
+    err = np.abs(dequant - weights)
+    assert np.all(err <= step + 1e-6)
+    assert np.mean(err <= step / 2 + 1e-6) > 0.9
+    assert np.abs(dequant - weights).max() > 0  # really 4-bit, not a copy
+    assert "MatMulInteger" in {n.op_type for n in model.graph.node}  # the rest stays int8
+    assert path.stat().st_size < int8_size
+    assert read_manifest(package_copy).source["quantization"]["embedding_bits"] == 4
+    # It serves, and agrees with the fp32 graph on the test split.
+    test = load_clinc(str(clinc_json)).test
+    fp32 = load_backend("onnx", package_copy).predict_logits(test.texts)
+    int4 = load_backend("onnx-int8", package_copy).predict_logits(test.texts)
+    assert np.mean(fp32.argmax(1) == int4.argmax(1)) >= 0.95
+
+
+def test_bad_settings_are_refused(tiny_package: Path) -> None:
+    with pytest.raises(ValueError, match="embedding_bits"):
+        QuantizeConfig(tiny_package, embedding_bits=2)
+    with pytest.raises(ValueError, match="power of two"):
+        QuantizeConfig(tiny_package, embedding_bits=4, embedding_block_size=24)
+    with pytest.raises(ValueError, match="one Gather over a 7-row table"):
+        word_embedding_gather(onnx.load(tiny_package / "model.onnx"), vocab_size=7)
+    with pytest.raises(SystemExit) as err:
+        main(["quantize", "--package", str(tiny_package), "--embedding-bits", "2"])
+    assert err.value.code == 2
