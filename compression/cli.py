@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from app.decision import OOS_SCORES
-from compression.config import PRESETS, FinetuneConfig
+from compression.config import PRESETS, STUDENT_PRESETS, FinetuneConfig
 
 logger = logging.getLogger("compression")
 
@@ -53,6 +53,9 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="student")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label cross-entropy")
     p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument(
+        "--logit-mse", type=float, default=0.0, help="weight of an MSE between raw student and teacher logits"
+    )
     p.add_argument("--epochs", type=float, default=8.0)
     p.add_argument("--learning-rate", type=float, default=2e-4)
     p.add_argument("--batch-size", type=int, default=32)
@@ -74,12 +77,9 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_distill(args: argparse.Namespace, data) -> list[Path]:
-    """Optional Optuna search, then the final student (and the alpha=1 baseline when asked)."""
-    from dataclasses import replace
-
+    """The `distill` command: a DistillConfig from the arguments, then distill_student."""
     from compression.augment import AugmentConfig
-    from compression.distill import DistillConfig, distill, prepare
-    from compression.search import SearchConfig, search
+    from compression.distill import DistillConfig
 
     cfg = DistillConfig(
         teacher_dir=args.teacher,
@@ -89,6 +89,7 @@ def run_distill(args: argparse.Namespace, data) -> list[Path]:
         name=args.name,
         alpha=args.alpha,
         temperature=args.temperature,
+        logit_mse=args.logit_mse,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
@@ -102,9 +103,19 @@ def run_distill(args: argparse.Namespace, data) -> list[Path]:
             seed=args.seed,
         ),
     )
+    return distill_student(cfg, data, args.trials, args.trial_fraction, args.baseline)
+
+
+def distill_student(cfg, data, trials: int = 0, trial_fraction: float = 0.2, baseline: bool = False) -> list[Path]:
+    """Optional Optuna search, then the final student (and the alpha=1 baseline when asked)."""
+    from dataclasses import replace
+
+    from compression.distill import distill, prepare
+    from compression.search import SearchConfig, search
+
     prepared = prepare(cfg, data)
-    if args.trials > 0:
-        found = search(cfg, SearchConfig(n_trials=args.trials, train_fraction=args.trial_fraction), data, prepared)
+    if trials > 0:
+        found = search(cfg, SearchConfig(n_trials=trials, train_fraction=trial_fraction), data, prepared)
         best = found["best_params"]
         cfg = replace(
             cfg,
@@ -116,15 +127,15 @@ def run_distill(args: argparse.Namespace, data) -> list[Path]:
         )
         logger.info("Optuna best %s (validation accuracy %.4f)", best, found["best_validation_accuracy"])
     outputs = [distill(cfg, data, prepared)]
-    if args.baseline:
-        baseline = replace(
+    if baseline:
+        nokd = replace(
             cfg,
             alpha=1.0,
             output_dir=Path(f"{cfg.output_dir}-nokd"),
             name=f"{cfg.name}-nokd",
             extra_source={"baseline_of": cfg.name},
         )
-        outputs.append(distill(baseline, data, prepared))
+        outputs.append(distill(nokd, data, prepared))
     return outputs
 
 
@@ -264,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_args(p)
     _add_quant_args(p)
     p.add_argument("--reuse", action="store_true", help="keep an existing trained package (skip finetune)")
+    p.add_argument("--no-student", action="store_true", help="full preset: stop after the teacher")
+    p.add_argument(
+        "--student-trials", type=int, default=0, help="full preset: Optuna trials instead of the preset's recipe"
+    )
+    p.add_argument("--trial-fraction", type=float, default=0.5, help="share of the train split per Optuna trial")
     return parser
 
 
@@ -309,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "distill":
         if args.augment_copies < 0 or not 0.0 <= args.augment_prob < 0.5:
             parser.error("--augment-copies must be >= 0 and --augment-prob in [0, 0.5)")
+        if args.logit_mse < 0:
+            parser.error("--logit-mse must be >= 0")
         data = load_clinc(args.data)
         for package in run_distill(args, data):
             if not args.no_finish:
@@ -391,6 +409,32 @@ def build(args: argparse.Namespace) -> None:
     else:
         finetune(cfg, data)
     finish_package(cfg.output_dir, data, **_quant_kwargs(args), num_threads=cfg.num_threads or 0)
+    built = [Path(cfg.output_dir)]
+    student = STUDENT_PRESETS.get(args.preset)
+    if student and not args.no_student:
+        built += build_student(Path(cfg.output_dir), student, args, data, cfg.num_threads)
     logger.info(
-        "build (%s preset) finished in %.1f min: %s", args.preset, (time.perf_counter() - start) / 60, cfg.output_dir
+        "build (%s preset) finished in %.1f min: %s",
+        args.preset,
+        (time.perf_counter() - start) / 60,
+        ", ".join(map(str, built)),
     )
+
+
+def build_student(teacher_dir: Path, preset: dict, args: argparse.Namespace, data, num_threads: int | None) -> list:
+    """The preset's distilled student (and its alpha=1 baseline) next to the teacher, finished."""
+    from compression.distill import DistillConfig
+
+    recipe = {k: v for k, v in preset.items() if k not in ("baseline", "embedding_bits")}
+    cfg = DistillConfig(
+        teacher_dir=teacher_dir,
+        output_dir=teacher_dir.parent / "student",
+        name="student",
+        num_threads=num_threads,
+        **recipe,
+    )
+    packages = distill_student(cfg, data, args.student_trials, args.trial_fraction, preset.get("baseline", False))
+    quant = {**_quant_kwargs(args), "embedding_bits": preset.get("embedding_bits", args.embedding_bits)}
+    for package in packages:
+        finish_package(package, data, **quant, num_threads=num_threads or 0)
+    return packages

@@ -30,6 +30,9 @@ class DistillConfig(FinetuneConfig):
     name: str = "student"
     alpha: float = 0.5
     temperature: float = 2.0
+    # Weight of a mean-squared error between raw logits (Ba & Caruana 2014). KL at any temperature ignores a
+    # shift of all logits, but the energy / max-logit oos scores read their level: this term transfers it.
+    logit_mse: float = 0.0
     epochs: float = 8.0
     learning_rate: float = 2e-4
     batch_size: int = 32
@@ -38,8 +41,10 @@ class DistillConfig(FinetuneConfig):
     extra_source: dict[str, Any] = field(default_factory=dict)
 
 
-def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alpha: float, temperature: float) -> Any:
-    """alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
+def distillation_loss(
+    student_logits: Any, teacher_logits: Any, labels: Any, alpha: float, temperature: float, logit_mse: float = 0.0
+) -> Any:
+    """alpha * CE + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + logit_mse * MSE(logits)."""
     import torch.nn.functional as F  # noqa: N812
 
     ce = F.cross_entropy(student_logits, labels)
@@ -50,7 +55,10 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alp
         F.softmax(teacher_logits / temperature, dim=-1),
         reduction="batchmean",
     )
-    return alpha * ce + (1.0 - alpha) * temperature**2 * kl
+    loss = alpha * ce + (1.0 - alpha) * temperature**2 * kl
+    if logit_mse:
+        loss = loss + logit_mse * F.mse_loss(student_logits, teacher_logits)
+    return loss
 
 
 def student_from_teacher_layers(teacher: Any, layers: list[int]) -> Any:
@@ -170,9 +178,9 @@ def _trainer_class() -> type:
     class DistillationTrainer(Trainer):
         """Trainer whose loss mixes hard labels and the teacher's soft targets."""
 
-        def __init__(self, *args: Any, alpha: float, temperature: float, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, alpha: float, temperature: float, logit_mse: float, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.alpha, self.temperature = alpha, temperature
+            self.alpha, self.temperature, self.logit_mse = alpha, temperature, logit_mse
 
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -181,7 +189,7 @@ def _trainer_class() -> type:
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             loss = distillation_loss(
-                outputs.logits, teacher.to(outputs.logits.dtype), labels, self.alpha, self.temperature
+                outputs.logits, teacher.to(outputs.logits.dtype), labels, self.alpha, self.temperature, self.logit_mse
             )
             return (loss, outputs) if return_outputs else loss
 
@@ -204,6 +212,7 @@ def train_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, train: Disti
             data_collator=_collator(tokenizer),
             alpha=cfg.alpha,
             temperature=cfg.temperature,
+            logit_mse=cfg.logit_mse,
         )
         trainer.train()
     return student.eval()

@@ -52,6 +52,7 @@ def word_embedding_gather(model: Any, vocab_size: int) -> str:
 
 def quantize_embedding_4bit(path: Path, node_name: str, block_size: int) -> None:
     """Rewrite one Gather in place as a 4-bit GatherBlockQuantized (symmetric, scales per block of a row)."""
+    import numpy as np
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig,
@@ -64,7 +65,8 @@ def quantize_embedding_4bit(path: Path, node_name: str, block_size: int) -> None
         block_size=block_size, is_symmetric=True, op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),)
     )
     quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=others)
-    quantizer.process()
+    with np.errstate(divide="ignore", invalid="ignore"):  # an all-zero block (e.g. [PAD]) has scale 0 -> 0
+        quantizer.process()
     if not any(n.op_type == "GatherBlockQuantized" for n in quantizer.model.model.graph.node):
         raise RuntimeError(f"4-bit embedding quantization left {node_name} unchanged")
     quantizer.model.save_model_to_file(str(path), use_external_data_format=False)

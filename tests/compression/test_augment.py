@@ -81,16 +81,18 @@ def test_student_package_with_labels_in_another_order_is_refused(
     assert student.config.id2label == teacher.config.id2label
 
 
-def test_distill_cli_records_the_transfer_set(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
+def test_distill_cli_records_the_transfer_set_and_loss(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
     out = tmp_path / "student"
     argv = ["--data", str(clinc_json), "distill", "--teacher", str(tiny_package), "--student", "layers:1"]
     argv += ["--output-dir", str(out), "--epochs", "1", "--batch-size", "16", "--no-finish"]
-    with pytest.raises(SystemExit) as err:
-        main([*argv, "--augment-prob", "0.7"])
-    assert err.value.code == 2
-    assert main([*argv, "--augment-copies", "2"]) == 0
+    for bad in (["--augment-prob", "0.7"], ["--logit-mse", "-1"]):
+        with pytest.raises(SystemExit) as err:
+            main([*argv, *bad])
+        assert err.value.code == 2
+    assert main([*argv, "--augment-copies", "2", "--logit-mse", "0.5"]) == 0
     source = read_manifest(out).source
     n_train = len(load_clinc(str(clinc_json)).train)
     assert source["transfer_set"]["train"] == n_train
     assert 0 < source["transfer_set"]["augmented"] <= 2 * n_train
     assert source["hyperparameters"]["augment"]["copies"] == 2
+    assert source["hyperparameters"]["logit_mse"] == 0.5

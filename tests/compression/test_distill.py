@@ -49,6 +49,18 @@ def test_alpha_one_is_cross_entropy() -> None:
     assert distillation_loss(s, t, y, 0.5, 4.0).item() != pytest.approx(ce.item())
 
 
+def test_logit_mse_adds_the_level_that_kl_ignores() -> None:
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+    t = torch.tensor([[1.0, 1.0, 0.0], [3.0, 2.0, 1.0]])
+    y = torch.tensor([0, 1])
+    base = distillation_loss(s, t, y, 0.0, 4.0).item()
+    mse = sum((a - b) ** 2 for a, b in zip(s.flatten().tolist(), t.flatten().tolist(), strict=True)) / 6
+    assert distillation_loss(s, t, y, 0.0, 4.0, logit_mse=0.5).item() == pytest.approx(base + 0.5 * mse, rel=1e-6)
+    # KL cannot see a shift of all the student's logits; the MSE term can.
+    assert distillation_loss(s + 3.0, t, y, 0.0, 4.0).item() == pytest.approx(base, rel=1e-5)
+    assert distillation_loss(s + 3.0, t, y, 0.0, 4.0, logit_mse=0.5).item() > base + 0.5 * mse
+
+
 def test_layer_subset_copies_the_right_weights(tiny_package: Path) -> None:
     teacher, _ = load_teacher(tiny_package)
     student = student_from_teacher_layers(teacher, [1])

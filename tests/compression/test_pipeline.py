@@ -70,3 +70,31 @@ def test_calibrate_cli_restricts_and_checks_scores(package_copy: Path, clinc_jso
         main([*args, "--scores", "msp,entropy"])
     assert exc.value.code == 2
     assert "--scores: unknown ['entropy']; choose from msp, max_logit, energy" in capsys.readouterr().err
+
+
+def test_full_preset_build_adds_the_student_and_its_baseline(
+    tiny_base: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compression import cli
+
+    # The full preset's chain with tiny settings: the same code path, seconds instead of an hour.
+    monkeypatch.setitem(cli.PRESETS, "full", {"epochs": 3.0, "learning_rate": 5e-3, "batch_size": 16})
+    student = {"student": "layers:1", "alpha": 0.5, "temperature": 2.0, "epochs": 2.0, "learning_rate": 5e-3}
+    monkeypatch.setitem(cli.STUDENT_PRESETS, "full", {**student, "baseline": True, "embedding_bits": 4})
+    teacher = tmp_path / "artifacts" / "teacher"
+    args = ["--data", str(clinc_json), "build", "--preset", "full", "--base-model", str(tiny_base)]
+    assert main([*args, "--output-dir", str(teacher)]) == 0
+    kd, nokd = read_manifest(tmp_path / "artifacts" / "student"), read_manifest(tmp_path / "artifacts" / "student-nokd")
+    assert kd.source["teacher"] == nokd.source["teacher"] == str(teacher)
+    assert kd.source["base_model"] == "layers:1"
+    assert kd.source["hyperparameters"]["alpha"] == 0.5
+    assert nokd.source["hyperparameters"]["alpha"] == 1.0
+    for package in (kd, nokd):
+        assert set(package.metrics) == {"torch", "torch-int8", "onnx", "onnx-int8"}
+        assert package.source["quantization"]["embedding_bits"] == 4
+    assert "quantization" in read_manifest(teacher).source
+    assert read_manifest(teacher).source["quantization"]["embedding_bits"] == 8
+    # --no-student stops at the teacher.
+    other = tmp_path / "other" / "teacher"
+    assert main([*args, "--output-dir", str(other), "--no-student"]) == 0
+    assert not (other.parent / "student").exists()
