@@ -7,9 +7,14 @@ import logging
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.decision import OOS_SCORES
 from compression.config import PRESETS, STUDENT_PRESETS, FinetuneConfig
+
+if TYPE_CHECKING:  # torch-free at import: the CLI loads heavy modules per command
+    from compression.data import ClincData
+    from compression.distill import DistillConfig
 
 logger = logging.getLogger("compression")
 
@@ -76,7 +81,7 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42)
 
 
-def run_distill(args: argparse.Namespace, data) -> list[Path]:
+def run_distill(args: argparse.Namespace, data: ClincData) -> list[Path]:
     """The `distill` command: a DistillConfig from the arguments, then distill_student."""
     from compression.augment import AugmentConfig
     from compression.distill import DistillConfig
@@ -106,7 +111,9 @@ def run_distill(args: argparse.Namespace, data) -> list[Path]:
     return distill_student(cfg, data, args.trials, args.trial_fraction, args.baseline)
 
 
-def distill_student(cfg, data, trials: int = 0, trial_fraction: float = 0.2, baseline: bool = False) -> list[Path]:
+def distill_student(
+    cfg: DistillConfig, data: ClincData, trials: int = 0, trial_fraction: float = 0.2, baseline: bool = False
+) -> list[Path]:
     """Optional Optuna search, then the final student (and the alpha=1 baseline when asked)."""
     from dataclasses import replace
 
@@ -166,7 +173,7 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42)
 
 
-def run_prune(args: argparse.Namespace, data) -> Path:
+def run_prune(args: argparse.Namespace, data: ClincData) -> Path:
     """Prune one package (magnitude, movement or structured) and save it."""
     from compression.prune import PruneConfig, prune
 
@@ -365,13 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _quant_kwargs(args: argparse.Namespace) -> dict:
+def _quant_kwargs(args: argparse.Namespace) -> dict[str, str | bool | int]:
     return {"quant_preset": args.quant_preset, "per_channel": args.per_channel, "embedding_bits": args.embedding_bits}
 
 
 def finish_package(
     package: Path,
-    data,
+    data: ClincData,
     quant_preset: str = "avx512_vnni",
     per_channel: bool = False,
     num_threads: int = 0,
@@ -421,7 +428,9 @@ def build(args: argparse.Namespace) -> None:
     )
 
 
-def build_student(teacher_dir: Path, preset: dict, args: argparse.Namespace, data, num_threads: int | None) -> list:
+def build_student(
+    teacher_dir: Path, preset: dict, args: argparse.Namespace, data: ClincData, num_threads: int | None
+) -> list[Path]:
     """The preset's distilled student (and its alpha=1 baseline) next to the teacher, finished."""
     from compression.distill import DistillConfig
 
