@@ -113,14 +113,11 @@ def make_student(cfg: DistillConfig, teacher: Any, teacher_tok: Any, labels: lis
 
 
 def check_label_order(student_id: str, labels: list[str]) -> None:
-    """Refuse a trained student (e.g. a package) whose head rows are the teacher's labels in another order."""
-    config = Path(student_id) / "config.json"
-    if not config.is_file():
-        return
-    import json
+    """Refuse a trained student (local package or HF id) whose head rows are the teacher's labels reordered."""
+    from transformers import AutoConfig
 
-    id2label = json.loads(config.read_text()).get("id2label") or {}
-    own = [id2label[k] for k in sorted(id2label, key=int)]
+    id2label = AutoConfig.from_pretrained(student_id).id2label
+    own = [id2label[i] for i in range(len(id2label))]
     if sorted(own) == sorted(labels) and own != labels:
         raise ValueError(
             f"student {student_id!r} has the teacher's labels in another order; its classifier rows would be "
