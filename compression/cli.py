@@ -223,9 +223,9 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embedding-bits",
         type=int,
-        default=8,
         choices=[8, 4],
-        help="word-embedding table precision in the int8 model (4 = block-wise 4-bit, ~1.7x smaller table)",
+        help="word-embedding table precision in the int8 model (4 = block-wise 4-bit, ~1.7x smaller table); "
+        "default 8, and for build's student the preset's choice",
     )
 
 
@@ -312,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "quantize":
         from compression.quantize import QuantizeConfig, quantize
 
-        quantize(QuantizeConfig(args.package, args.quant_preset, args.per_channel, args.embedding_bits))
+        quantize(
+            QuantizeConfig(args.package, args.quant_preset, args.per_channel, _quant_kwargs(args)["embedding_bits"])
+        )
     elif args.command == "calibrate":
         from compression.calibrate import CalibrateConfig, calibrate
 
@@ -373,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quant_kwargs(args: argparse.Namespace) -> dict[str, str | bool | int]:
-    return {"quant_preset": args.quant_preset, "per_channel": args.per_channel, "embedding_bits": args.embedding_bits}
+    bits = args.embedding_bits or 8  # unset: 8
+    return {"quant_preset": args.quant_preset, "per_channel": args.per_channel, "embedding_bits": bits}
 
 
 def finish_package(
@@ -443,7 +446,9 @@ def build_student(
         **recipe,
     )
     packages = distill_student(cfg, data, args.student_trials, args.trial_fraction, preset.get("baseline", False))
-    quant = {**_quant_kwargs(args), "embedding_bits": preset.get("embedding_bits", args.embedding_bits)}
+    quant = _quant_kwargs(args)
+    if args.embedding_bits is None:  # an explicit --embedding-bits wins over the preset's
+        quant["embedding_bits"] = preset.get("embedding_bits", 8)
     for package in packages:
         finish_package(package, data, **quant, num_threads=num_threads or 0)
     return packages

@@ -61,6 +61,27 @@ def test_logit_mse_adds_the_level_that_kl_ignores() -> None:
     assert distillation_loss(s + 3.0, t, y, 0.0, 4.0, logit_mse=0.5).item() > base + 0.5 * mse
 
 
+def test_trainer_passes_the_logit_mse_weight_to_the_loss(
+    tiny_package: Path, clinc_json: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compression import distill as distill_module
+
+    seen: list[float] = []
+    real = distill_module.distillation_loss
+
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(args[5] if len(args) > 5 else kwargs.get("logit_mse", 0.0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "distillation_loss", spy)
+    data = load_clinc(str(clinc_json))
+    cfg = DistillConfig(teacher_dir=tiny_package, student="layers:1", batch_size=64, epochs=1.0, logit_mse=0.7)
+    teacher, tok, train, label2id = prepare(cfg, data)
+    distill_module.train_student(cfg, teacher, tok, train, list(label2id))
+    assert seen
+    assert set(seen) == {0.7}
+
+
 def test_layer_subset_copies_the_right_weights(tiny_package: Path) -> None:
     teacher, _ = load_teacher(tiny_package)
     student = student_from_teacher_layers(teacher, [1])

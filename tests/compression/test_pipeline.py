@@ -94,6 +94,10 @@ def test_full_preset_build_adds_the_student_and_its_baseline(
         assert package.source["quantization"]["embedding_bits"] == 4
     assert "quantization" in read_manifest(teacher).source
     assert read_manifest(teacher).source["quantization"]["embedding_bits"] == 8
+    # An explicit --embedding-bits wins over the preset's, for the students too.
+    explicit = tmp_path / "explicit" / "teacher"
+    assert main([*args, "--output-dir", str(explicit), "--embedding-bits", "8"]) == 0
+    assert read_manifest(explicit.parent / "student").source["quantization"]["embedding_bits"] == 8
     # --no-student stops at the teacher.
     other = tmp_path / "other" / "teacher"
     assert main([*args, "--output-dir", str(other), "--no-student"]) == 0
