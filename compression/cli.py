@@ -219,7 +219,12 @@ def _add_package_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quant-preset", default="avx512_vnni", choices=["avx512_vnni", "avx2", "arm64"])
-    p.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
+    p.add_argument(
+        "--per-channel",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="per-channel weight scales (default; --no-per-channel: one scale per matrix, slightly faster)",
+    )
     p.add_argument(
         "--embedding-bits",
         type=int,
@@ -383,7 +388,7 @@ def finish_package(
     package: Path,
     data: ClincData,
     quant_preset: str = "avx512_vnni",
-    per_channel: bool = False,
+    per_channel: bool = True,
     num_threads: int = 0,
     embedding_bits: int = 8,
 ) -> dict:

@@ -60,3 +60,28 @@ def test_bad_settings_are_refused(tiny_package: Path) -> None:
     with pytest.raises(SystemExit) as err:
         main(["quantize", "--package", str(tiny_package), "--embedding-bits", "2"])
     assert err.value.code == 2
+
+
+def _weight_scale_shapes(path: Path) -> set[tuple[int, ...]]:
+    """Shapes of the constant scales of the int8 MatMul weights (per-tensor: scalars; per-channel: vectors)."""
+    model = onnx.load(path)
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = [n.input[1] for n in model.graph.node if n.op_type == "MatMulInteger" and n.input[1] in inits]
+    assert weights
+    return {tuple(inits[f"{w.removesuffix('_quantized')}_scale"].dims) for w in weights}
+
+
+def test_per_channel_is_the_default_and_per_tensor_stays_available(package_copy: Path, clinc_json: Path) -> None:
+    path = package_copy / "model_quantized.onnx"
+    quantize(QuantizeConfig(package_copy))
+    per_channel = _weight_scale_shapes(path)
+    assert all(len(shape) == 1 and shape[0] > 1 for shape in per_channel)  # one scale per output column
+    assert read_manifest(package_copy).source["quantization"]["per_channel"] is True
+    test = load_clinc(str(clinc_json)).test
+    fp32 = load_backend("onnx", package_copy).predict_logits(test.texts)
+    int8 = load_backend("onnx-int8", package_copy).predict_logits(test.texts)
+    assert np.mean(fp32.argmax(1) == int8.argmax(1)) >= 0.95
+
+    assert main(["quantize", "--package", str(package_copy), "--no-per-channel"]) == 0
+    assert _weight_scale_shapes(path) == {()}  # one scalar scale per matrix
+    assert read_manifest(package_copy).source["quantization"]["per_channel"] is False
