@@ -73,6 +73,13 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--augment-prob", type=float, default=0.1, help="per-word probability of each edit: delete, replace, swap"
     )
+    p.add_argument(
+        "--augment-crossovers",
+        type=int,
+        default=0,
+        help="crossover queries (head of one intent's query + tail of another's) labelled by the teacher's "
+        "decision incl. its oos rule (0 = none)",
+    )
     p.add_argument("--trials", type=int, default=0, help="Optuna trials before the final run (0 = no search)")
     p.add_argument("--trial-fraction", type=float, default=0.2, help="share of the train split per trial")
     p.add_argument("--baseline", action="store_true", help="also train the same student with alpha=1 (no teacher)")
@@ -105,6 +112,7 @@ def run_distill(args: argparse.Namespace, data: ClincData) -> list[Path]:
             p_delete=args.augment_prob,
             p_replace=args.augment_prob,
             p_swap=args.augment_prob,
+            crossovers=args.augment_crossovers,
             seed=args.seed,
         ),
     )
@@ -339,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "distill":
         if args.augment_copies < 0 or not 0.0 <= args.augment_prob < 0.5:
             parser.error("--augment-copies must be >= 0 and --augment-prob in [0, 0.5)")
+        if args.augment_crossovers < 0:
+            parser.error("--augment-crossovers must be >= 0")
         if args.logit_mse < 0:
             parser.error("--logit-mse must be >= 0")
         data = load_clinc(args.data)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compression.augment import AugmentConfig, augment
+from compression.augment import AugmentConfig, augment, crossover
 from compression.config import FinetuneConfig
 from compression.data import ClincData, Split, load_clinc
 from compression.finetune import EncodedSplit, load_classifier, training_args
@@ -128,8 +128,17 @@ def check_label_order(student_id: str, labels: list[str]) -> None:
 class DistillSplit(EncodedSplit):
     """Encoded texts with the teacher's logits attached to each row."""
 
-    def __init__(self, split: Split, tokenizer: Any, label2id: dict[str, int], max_length: int, logits: Any) -> None:
+    def __init__(
+        self,
+        split: Split,
+        tokenizer: Any,
+        label2id: dict[str, int],
+        max_length: int,
+        logits: Any,
+        generated: dict[str, int] | None = None,
+    ) -> None:
         super().__init__(split, tokenizer, label2id, max_length)
+        self.generated = generated or {}  # rows the teacher labelled, by kind (augmented, crossovers)
         for row, row_logits in zip(self.rows, logits, strict=True):
             row["teacher_logits"] = row_logits
 
@@ -263,6 +272,28 @@ def ensemble_logits(
     return total / (1 + len(cfg.extra_teachers))
 
 
+def teacher_decisions(teacher_dir: Path, logits: Any, labels: list[str]) -> list[str]:
+    """The teacher's answers with its own oos rule (score + threshold): the hard labels of generated queries."""
+    from app.decision import decide
+    from app.package import PackageError, read_manifest
+
+    try:
+        manifest = read_manifest(Path(teacher_dir))
+    except (PackageError, FileNotFoundError, OSError) as exc:
+        raise ValueError(
+            f"crossover augmentation labels queries with the teacher's oos rule; {teacher_dir} is not a calibrated "
+            f"package ({exc}). Run `python -m compression finish --package {teacher_dir}` first."
+        ) from exc
+    if manifest.labels != labels:
+        raise ValueError(f"{teacher_dir}: manifest labels differ from the model's config labels")
+    oos = labels.index(manifest.oos_label)
+    pred, _ = decide(logits, oos, manifest.oos_threshold, manifest.oos_score)
+    logger.info(
+        "teacher decisions: %d of %d generated queries are %s", int((pred == oos).sum()), len(pred), labels[oos]
+    )
+    return [labels[i] for i in pred.tolist()]
+
+
 def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit, dict[str, int]]:
     """Load the teacher and the transfer set (train + augmented copies) with precomputed soft targets."""
     import torch
@@ -286,6 +317,7 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
         return logits
 
     split, logits = data.train, soft_targets(data.train)
+    generated = {"augmented": 0, "crossovers": 0}
     if cfg.augment.copies:
         texts = augment(data.train.texts, cfg.augment)
         # Placeholder labels for encoding; the copies' hard labels are the teacher's arg-max (pseudo-labels).
@@ -293,8 +325,18 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
         pseudo = [labels[i] for i in extra_logits.argmax(-1).tolist()]
         split = Split([*split.texts, *texts], [*split.labels, *pseudo])
         logits = torch.cat([logits, extra_logits])
+        generated["augmented"] = len(texts)
         logger.info("transfer set: %d train + %d augmented queries", len(data.train), len(texts))
-    train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits)
+    if cfg.augment.crossovers:
+        texts = crossover(data.train.texts, data.train.labels, cfg.augment.crossovers, cfg.augment.seed)
+        extra_logits = soft_targets(Split(texts, [labels[0]] * len(texts)))
+        # With extra teachers the logits are their mean; the rule is still the main teacher's (close enough).
+        pseudo = teacher_decisions(cfg.teacher_dir, extra_logits.numpy(), labels)
+        split = Split([*split.texts, *texts], [*split.labels, *pseudo])
+        logits = torch.cat([logits, extra_logits])
+        generated["crossovers"] = len(texts)
+        logger.info("transfer set: + %d crossover queries", len(texts))
+    train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits, generated)
     return teacher, tokenizer, train, label2id
 
 
@@ -317,8 +359,10 @@ def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple |
         + (f", mean of {1 + len(cfg.extra_teachers)} teachers" if cfg.extra_teachers else ""),
         "transfer_set": {
             "train": len(data.train),
-            "augmented": len(train) - len(data.train),
+            "augmented": train.generated.get("augmented", 0),
             "augmented_labels": "teacher arg-max",
+            "crossovers": train.generated.get("crossovers", 0),
+            "crossover_labels": "teacher decision (its oos rule)",
         },
         "extra_teachers": [str(p) for p in cfg.extra_teachers],
         "hyperparameters": hyper,
