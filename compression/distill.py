@@ -272,9 +272,8 @@ def ensemble_logits(
     return total / (1 + len(cfg.extra_teachers))
 
 
-def teacher_decisions(teacher_dir: Path, logits: Any, labels: list[str]) -> list[str]:
-    """The teacher's answers with its own oos rule (score + threshold): the hard labels of generated queries."""
-    from app.decision import decide
+def teacher_rule(teacher_dir: Path, labels: list[str]) -> Any:
+    """The teacher package's manifest, whose oos rule (score + threshold) labels generated queries."""
     from app.package import PackageError, read_manifest
 
     try:
@@ -286,6 +285,13 @@ def teacher_decisions(teacher_dir: Path, logits: Any, labels: list[str]) -> list
         ) from exc
     if manifest.labels != labels:
         raise ValueError(f"{teacher_dir}: manifest labels differ from the model's config labels")
+    return manifest
+
+
+def teacher_decisions(manifest: Any, logits: Any, labels: list[str]) -> list[str]:
+    """The teacher's answers with its own oos rule: the hard labels of generated queries."""
+    from app.decision import decide
+
     oos = labels.index(manifest.oos_label)
     pred, _ = decide(logits, oos, manifest.oos_threshold, manifest.oos_score)
     logger.info(
@@ -295,7 +301,7 @@ def teacher_decisions(teacher_dir: Path, logits: Any, labels: list[str]) -> list
 
 
 def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit, dict[str, int]]:
-    """Load the teacher and the transfer set (train + augmented copies) with precomputed soft targets."""
+    """Load the teacher and the transfer set (train + noisy copies + crossovers) with precomputed soft targets."""
     import torch
 
     if cfg.num_threads:
@@ -308,6 +314,7 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
     if set(labels) != set(data.labels):
         raise ValueError("the teacher's labels differ from the dataset's; distill from a teacher trained on it")
     label2id = {label: i for i, label in enumerate(labels)}
+    rule = teacher_rule(cfg.teacher_dir, labels) if cfg.augment.crossovers else None  # fail before any work
 
     def soft_targets(split: Split) -> Any:
         plain = EncodedSplit(split, tokenizer, label2id, cfg.max_length)
@@ -331,7 +338,7 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
         texts = crossover(data.train.texts, data.train.labels, cfg.augment.crossovers, cfg.augment.seed)
         extra_logits = soft_targets(Split(texts, [labels[0]] * len(texts)))
         # With extra teachers the logits are their mean; the rule is still the main teacher's (close enough).
-        pseudo = teacher_decisions(cfg.teacher_dir, extra_logits.numpy(), labels)
+        pseudo = teacher_decisions(rule, extra_logits.numpy(), labels)
         split = Split([*split.texts, *texts], [*split.labels, *pseudo])
         logits = torch.cat([logits, extra_logits])
         generated["crossovers"] = len(texts)
