@@ -323,26 +323,26 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
             logits = ensemble_logits(cfg, logits, tokenizer, labels, split, device)
         return logits
 
-    split, logits = data.train, soft_targets(data.train)
+    texts, hard, parts = list(data.train.texts), list(data.train.labels), [soft_targets(data.train)]
     generated = {"augmented": 0, "crossovers": 0}
-    if cfg.augment.copies:
-        texts = augment(data.train.texts, cfg.augment)
-        # Placeholder labels for encoding; the copies' hard labels are the teacher's arg-max (pseudo-labels).
-        extra_logits = soft_targets(Split(texts, [labels[0]] * len(texts)))
-        pseudo = [labels[i] for i in extra_logits.argmax(-1).tolist()]
-        split = Split([*split.texts, *texts], [*split.labels, *pseudo])
-        logits = torch.cat([logits, extra_logits])
-        generated["augmented"] = len(texts)
-        logger.info("transfer set: %d train + %d augmented queries", len(data.train), len(texts))
-    if cfg.augment.crossovers:
-        texts = crossover(data.train.texts, data.train.labels, cfg.augment.crossovers, cfg.augment.seed)
-        extra_logits = soft_targets(Split(texts, [labels[0]] * len(texts)))
+
+    def add(kind: str, extra: list[str], label: Any) -> None:
+        """Generated queries: the teacher's logits as soft targets, label(logits) as their hard labels."""
+        # Placeholder labels for encoding only; the real hard labels come from the teacher.
+        extra_logits = soft_targets(Split(extra, [labels[0]] * len(extra)))
+        texts.extend(extra)
+        hard.extend(label(extra_logits))
+        parts.append(extra_logits)
+        generated[kind] = len(extra)
+        logger.info("transfer set: + %d %s queries", len(extra), kind)
+
+    if cfg.augment.copies:  # noisy copies keep their intent: the teacher's arg-max labels them
+        add("augmented", augment(data.train.texts, cfg.augment), lambda lg: [labels[i] for i in lg.argmax(-1).tolist()])
+    if cfg.augment.crossovers:  # often no intent: the teacher's oos rule decides
         # With extra teachers the logits are their mean; the rule is still the main teacher's (close enough).
-        pseudo = teacher_decisions(rule, extra_logits.numpy(), labels)
-        split = Split([*split.texts, *texts], [*split.labels, *pseudo])
-        logits = torch.cat([logits, extra_logits])
-        generated["crossovers"] = len(texts)
-        logger.info("transfer set: + %d crossover queries", len(texts))
+        extra = crossover(data.train.texts, data.train.labels, cfg.augment.crossovers, cfg.augment.seed)
+        add("crossovers", extra, lambda lg: teacher_decisions(rule, lg.numpy(), labels))
+    split, logits = Split(texts, hard), torch.cat(parts)
     train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits, generated)
     return teacher, tokenizer, train, label2id
 
