@@ -61,6 +61,18 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--logit-mse", type=float, default=0.0, help="weight of an MSE between raw student and teacher logits"
     )
+    p.add_argument(
+        "--hidden-weight",
+        type=float,
+        default=0.0,
+        help="weight of a hidden-state term pulling each student layer towards the teacher layer it replaces (0 = off)",
+    )
+    p.add_argument(
+        "--hidden-target",
+        choices=["cls", "tokens"],
+        default="cls",
+        help="cls: normalised [CLS] states (Patient KD); tokens: MSE over every token's state (TinyBERT)",
+    )
     p.add_argument("--epochs", type=float, default=8.0)
     p.add_argument("--learning-rate", type=float, default=2e-4)
     p.add_argument("--batch-size", type=int, default=32)
@@ -102,6 +114,8 @@ def run_distill(args: argparse.Namespace, data: ClincData) -> list[Path]:
         alpha=args.alpha,
         temperature=args.temperature,
         logit_mse=args.logit_mse,
+        hidden_weight=args.hidden_weight,
+        hidden_target=args.hidden_target,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
@@ -349,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--augment-copies must be >= 0 and --augment-prob in [0, 0.5)")
         if args.augment_crossovers < 0:
             parser.error("--augment-crossovers must be >= 0")
-        if args.logit_mse < 0:
-            parser.error("--logit-mse must be >= 0")
+        if args.logit_mse < 0 or args.hidden_weight < 0:
+            parser.error("--logit-mse and --hidden-weight must be >= 0")
         data = load_clinc(args.data)
         for package in run_distill(args, data):
             if not args.no_finish:

@@ -33,6 +33,12 @@ class DistillConfig(FinetuneConfig):
     # Weight of a mean-squared error between raw logits (Ba & Caruana 2014). KL at any temperature ignores a
     # shift of all logits, but the energy / max-logit oos scores read their level: this term transfers it.
     logit_mse: float = 0.0
+    # Weight of a hidden-state term: each student layer is pulled towards the output of the teacher layer whose
+    # work it replaces (`teacher_layer_map`). Logits teach the output only; this also teaches the intermediate
+    # representations. "cls": distance of the L2-normalised [CLS] states (Patient KD, Sun et al. 2019);
+    # "tokens": MSE over every token's state (TinyBERT, Jiao et al. 2020), far more signal per query.
+    hidden_weight: float = 0.0
+    hidden_target: str = "cls"
     epochs: float = 8.0
     learning_rate: float = 2e-4
     batch_size: int = 32
@@ -59,6 +65,34 @@ def distillation_loss(
     if logit_mse:
         loss = loss + logit_mse * F.mse_loss(student_logits, teacher_logits)
     return loss
+
+
+HIDDEN_TARGETS = ("cls", "tokens")
+
+
+def pkd_loss(student_cls: Any, teacher_cls: Any) -> Any:
+    """Mean over examples and layers of the squared distance between L2-normalised [CLS] states (rows, layers, H)."""
+    import torch.nn.functional as F  # noqa: N812
+
+    diff = F.normalize(student_cls, dim=-1) - F.normalize(teacher_cls, dim=-1)
+    return diff.pow(2).sum(-1).mean()
+
+
+def token_mse_loss(student: Any, teacher: Any, mask: Any) -> Any:
+    """MSE between hidden states (rows, tokens, layers, H) over the real tokens only (mask: rows, tokens)."""
+    keep = mask.bool()
+    return (student[keep] - teacher[keep]).pow(2).mean()
+
+
+def teacher_layer_map(student: str, teacher_layers: int, student_layers: int) -> list[int]:
+    """For each student layer, the index in the teacher's `hidden_states` of the output it must reproduce."""
+    if student.startswith("layers:"):
+        # Student layer k starts as teacher layer l[k] and stands for teacher layers l[k] .. l[k+1]-1,
+        # so its output should be the teacher's output after layer l[k+1]-1: hidden_states[l[k+1]].
+        kept = [int(x) for x in student.removeprefix("layers:").split(",") if x.strip()]
+        return [*kept[1:], teacher_layers]
+    # Any other student: spread its layers evenly over the teacher's (PKD-skip).
+    return [round((k + 1) * teacher_layers / student_layers) for k in range(student_layers)]
 
 
 def student_from_teacher_layers(teacher: Any, layers: list[int]) -> Any:
@@ -136,22 +170,41 @@ class DistillSplit(EncodedSplit):
         max_length: int,
         logits: Any,
         generated: dict[str, int] | None = None,
+        hidden: list[Any] | None = None,
     ) -> None:
         super().__init__(split, tokenizer, label2id, max_length)
         self.generated = generated or {}  # rows the teacher labelled, by kind (augmented, crossovers)
         for row, row_logits in zip(self.rows, logits, strict=True):
             row["teacher_logits"] = row_logits
+        if hidden is not None:  # the teacher's states at the mapped layers, for the hidden-state term
+            for row, row_hidden in zip(self.rows, hidden, strict=True):
+                row["teacher_hidden"] = row_hidden
 
 
 def teacher_logits(teacher: Any, dataset: EncodedSplit, tokenizer: Any, batch_size: int = 128) -> Any:
     """Precompute the teacher's logits once over the train split (saves a teacher pass per step)."""
+    return teacher_outputs(teacher, dataset, tokenizer, batch_size)[0]
+
+
+def teacher_outputs(
+    teacher: Any,
+    dataset: EncodedSplit,
+    tokenizer: Any,
+    batch_size: int = 128,
+    hidden_layers: list[int] | None = None,
+    target: str = "cls",
+) -> tuple[Any, list[Any] | None]:
+    """One teacher pass: logits, and per row its states at `hidden_layers` of hidden_states, or None.
+
+    A row's states are (layers, H) for the [CLS] target, (its tokens, layers, H) for the token target.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import DataCollatorWithPadding
 
     collate = DataCollatorWithPadding(tokenizer)
     device = next(teacher.parameters()).device
-    out = []
+    logits, hidden = [], []
     teacher.eval()
     with torch.inference_mode():
         for start in tqdm(range(0, len(dataset), batch_size), desc="teacher logits", leave=False):
@@ -159,8 +212,17 @@ def teacher_logits(teacher: Any, dataset: EncodedSplit, tokenizer: Any, batch_si
                 {k: v for k, v in dataset[i].items() if k != "labels"}
                 for i in range(start, min(len(dataset), start + batch_size))
             ]
-            out.append(teacher(**collate(rows).to(device)).logits.float().cpu())
-    return torch.cat(out)
+            batch = collate(rows).to(device)
+            out = teacher(**batch, output_hidden_states=bool(hidden_layers))
+            logits.append(out.logits.float().cpu())
+            if hidden_layers:
+                states = torch.stack([out.hidden_states[i] for i in hidden_layers], 2).float().cpu()
+                if target == "cls":
+                    hidden.extend(states[:, 0].clone())  # a copy: views would keep every token alive
+                else:  # unpadded, so that the collator can pad each batch to its own length
+                    lengths = batch["attention_mask"].sum(1).tolist()
+                    hidden.extend(row[:n].clone() for row, n in zip(states, lengths, strict=True))
+    return torch.cat(logits), (hidden if hidden_layers else None)
 
 
 def _collator(tokenizer: Any) -> Any:
@@ -169,34 +231,64 @@ def _collator(tokenizer: Any) -> Any:
 
     pad = DataCollatorWithPadding(tokenizer)
 
+    from torch.nn.utils.rnn import pad_sequence
+
+    extra = ("teacher_logits", "teacher_hidden")
+
     def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        logits = torch.stack([r["teacher_logits"] for r in rows])
-        batch = pad([{k: v for k, v in r.items() if k != "teacher_logits"} for r in rows])
-        batch["teacher_logits"] = logits
+        batch = pad([{k: v for k, v in r.items() if k not in extra} for r in rows])
+        batch["teacher_logits"] = torch.stack([r["teacher_logits"] for r in rows])
+        if "teacher_hidden" in rows[0]:
+            hidden = [r["teacher_hidden"] for r in rows]
+            # Token states are padded like the inputs (to the longest in the batch); [CLS] states just stack.
+            batch["teacher_hidden"] = (
+                pad_sequence(hidden, batch_first=True) if hidden[0].dim() == 3 else torch.stack(hidden)
+            )
         return batch
 
     return collate
 
 
 def _trainer_class() -> type:
+    import torch
     from transformers import Trainer
 
     class DistillationTrainer(Trainer):
         """Trainer whose loss mixes hard labels and the teacher's soft targets."""
 
-        def __init__(self, *args: Any, alpha: float, temperature: float, logit_mse: float, **kwargs: Any) -> None:
+        def __init__(
+            self,
+            *args: Any,
+            alpha: float,
+            temperature: float,
+            logit_mse: float,
+            hidden_weight: float = 0.0,
+            hidden_target: str = "cls",
+            **kwargs: Any,
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.alpha, self.temperature, self.logit_mse = alpha, temperature, logit_mse
+            self.hidden_weight, self.hidden_target = hidden_weight, hidden_target
 
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
             teacher = inputs.pop("teacher_logits")
+            teacher_hidden = inputs.pop("teacher_hidden", None)
             labels = inputs.pop("labels")
-            outputs = model(**inputs)
+            use_hidden = bool(self.hidden_weight) and teacher_hidden is not None
+            outputs = model(**inputs, output_hidden_states=use_hidden)
             loss = distillation_loss(
                 outputs.logits, teacher.to(outputs.logits.dtype), labels, self.alpha, self.temperature, self.logit_mse
             )
+            if use_hidden:  # hidden_states[0] is the embeddings; the layers' outputs follow
+                states = torch.stack(outputs.hidden_states[1:], 2)  # rows, tokens, layers, H
+                target = teacher_hidden.to(states.dtype)
+                if self.hidden_target == "cls":
+                    term = pkd_loss(states[:, 0], target)
+                else:
+                    term = token_mse_loss(states, target, inputs["attention_mask"])
+                loss = loss + self.hidden_weight * term
             return (loss, outputs) if return_outputs else loss
 
     return DistillationTrainer
@@ -219,6 +311,8 @@ def train_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, train: Disti
             alpha=cfg.alpha,
             temperature=cfg.temperature,
             logit_mse=cfg.logit_mse,
+            hidden_weight=cfg.hidden_weight,
+            hidden_target=cfg.hidden_target,
         )
         trainer.train()
     return student.eval()
@@ -300,6 +394,27 @@ def teacher_decisions(manifest: Any, logits: Any, labels: list[str]) -> list[str
     return [labels[i] for i in pred.tolist()]
 
 
+def hidden_layers(cfg: DistillConfig, teacher: Any) -> list[int]:
+    """The teacher `hidden_states` indices the hidden-state term reads; refuses a student it cannot compare."""
+    if cfg.hidden_target not in HIDDEN_TARGETS:
+        raise ValueError(f"hidden_target {cfg.hidden_target!r} is not one of {HIDDEN_TARGETS}")
+    n = teacher.config.num_hidden_layers
+    if cfg.student.startswith("layers:"):
+        count = len([x for x in cfg.student.removeprefix("layers:").split(",") if x.strip()])
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(cfg.student)
+        if config.hidden_size != teacher.config.hidden_size:
+            raise ValueError(
+                f"--hidden-weight compares hidden states, so the student needs the teacher's hidden size: "
+                f"{cfg.student!r} has {config.hidden_size}, the teacher {teacher.config.hidden_size} "
+                "(use layers:... or --hidden-weight 0)"
+            )
+        count = config.num_hidden_layers
+    return teacher_layer_map(cfg.student, n, count)
+
+
 def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit, dict[str, int]]:
     """Load the teacher and the transfer set (train + noisy copies + crossovers) with precomputed soft targets."""
     import torch
@@ -315,24 +430,29 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
         raise ValueError("the teacher's labels differ from the dataset's; distill from a teacher trained on it")
     label2id = {label: i for i, label in enumerate(labels)}
     rule = teacher_rule(cfg.teacher_dir, labels) if cfg.augment.crossovers else None  # fail before any work
+    layers = hidden_layers(cfg, teacher) if cfg.hidden_weight else None
 
-    def soft_targets(split: Split) -> Any:
+    def soft_targets(split: Split) -> tuple[Any, Any]:
         plain = EncodedSplit(split, tokenizer, label2id, cfg.max_length)
-        logits = teacher_logits(teacher, plain, tokenizer)
-        if cfg.extra_teachers:
+        logits, hidden = teacher_outputs(teacher, plain, tokenizer, hidden_layers=layers, target=cfg.hidden_target)
+        if cfg.extra_teachers:  # the hidden-state targets stay the main teacher's: the student mirrors its layers
             logits = ensemble_logits(cfg, logits, tokenizer, labels, split, device)
-        return logits
+        return logits, hidden
 
-    texts, hard, parts = list(data.train.texts), list(data.train.labels), [soft_targets(data.train)]
+    texts, hard = list(data.train.texts), list(data.train.labels)
+    logits, hidden = soft_targets(data.train)
+    parts, hidden_rows = [logits], hidden
     generated = {"augmented": 0, "crossovers": 0}
 
     def add(kind: str, extra: list[str], label: Any) -> None:
         """Generated queries: the teacher's logits as soft targets, label(logits) as their hard labels."""
         # Placeholder labels for encoding only; the real hard labels come from the teacher.
-        extra_logits = soft_targets(Split(extra, [labels[0]] * len(extra)))
+        extra_logits, extra_hidden = soft_targets(Split(extra, [labels[0]] * len(extra)))
         texts.extend(extra)
         hard.extend(label(extra_logits))
         parts.append(extra_logits)
+        if hidden_rows is not None:
+            hidden_rows.extend(extra_hidden)
         generated[kind] = len(extra)
         logger.info("transfer set: + %d %s queries", len(extra), kind)
 
@@ -343,7 +463,7 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
         extra = crossover(data.train.texts, data.train.labels, cfg.augment.crossovers, cfg.augment.seed)
         add("crossovers", extra, lambda lg: teacher_decisions(rule, lg.numpy(), labels))
     split, logits = Split(texts, hard), torch.cat(parts)
-    train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits, generated)
+    train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits, generated, hidden_rows)
     return teacher, tokenizer, train, label2id
 
 
@@ -371,6 +491,7 @@ def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple |
             "crossovers": train.generated.get("crossovers", 0),
             "crossover_labels": "teacher decision (its oos rule)",
         },
+        "hidden_teacher_layers": hidden_layers(cfg, teacher) if cfg.hidden_weight else None,
         "extra_teachers": [str(p) for p in cfg.extra_teachers],
         "hyperparameters": hyper,
         "validation_accuracy": val_acc,

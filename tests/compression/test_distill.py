@@ -16,8 +16,11 @@ from compression.distill import (
     check_same_tokenizer,
     distillation_loss,
     load_teacher,
+    pkd_loss,
     prepare,
     student_from_teacher_layers,
+    teacher_layer_map,
+    token_mse_loss,
 )
 from compression.search import SearchConfig, search
 from tests.conftest import VOCAB
@@ -80,6 +83,142 @@ def test_trainer_passes_the_logit_mse_weight_to_the_loss(
     distill_module.train_student(cfg, teacher, tok, train, list(label2id))
     assert seen
     assert set(seen) == {0.7}
+
+
+def test_pkd_loss_matches_hand_computation() -> None:
+    # One query, two layers, H=2. Normalised: layer 0 (0.6, 0.8) vs (0.6, 0.8) -> 0; layer 1 (1, 0) vs (0, 1) -> 2.
+    student = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]])
+    teacher = torch.tensor([[[6.0, 8.0], [0.0, 2.0]]])
+    assert pkd_loss(student, teacher).item() == pytest.approx(1.0)
+    # The direction is compared, not the length.
+    assert pkd_loss(5.0 * teacher, teacher).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_teacher_layer_map_pairs_each_student_layer_with_the_output_it_replaces() -> None:
+    # hidden_states[i] is the output of teacher layer i-1: student layer 0 (= teacher 0) stands for 0-1, and so on.
+    assert teacher_layer_map("layers:0,2,4", 6, 3) == [2, 4, 6]
+    assert teacher_layer_map("layers:0,3", 6, 2) == [3, 6]
+    assert teacher_layer_map("layers:1", 2, 1) == [2]
+    assert teacher_layer_map("some/hf-student", 6, 3) == [2, 4, 6]
+    assert teacher_layer_map("some/hf-student", 12, 4) == [3, 6, 9, 12]
+
+
+def test_token_mse_counts_real_tokens_only() -> None:
+    # Two rows, three token slots, one layer, H=1; row 1's last slot is padding with a huge difference.
+    student = torch.tensor([[[[1.0]], [[2.0]], [[3.0]]], [[[0.0]], [[0.0]], [[100.0]]]])
+    teacher = torch.tensor([[[[1.0]], [[0.0]], [[3.0]]], [[[1.0]], [[1.0]], [[0.0]]]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    # Squared differences on real tokens: 0, 4, 0, 1, 1 -> mean 6 / 5.
+    assert token_mse_loss(student, teacher, mask).item() == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize("target", ["cls", "tokens"])
+def test_hidden_targets_are_the_teachers_states(tiny_package: Path, clinc_json: Path, target: str) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    data = load_clinc(str(clinc_json))
+    plain = prepare(DistillConfig(teacher_dir=tiny_package, student="layers:0"), data)[2]
+    assert "teacher_hidden" not in plain[0]
+    cfg = DistillConfig(teacher_dir=tiny_package, student="layers:0", hidden_weight=1.0, hidden_target=target)
+    train = prepare(cfg, data)[2]
+    tok = AutoTokenizer.from_pretrained(tiny_package)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_package).eval()
+    enc = tok(data.train.texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**enc, output_hidden_states=True).hidden_states
+    lengths = enc["attention_mask"].sum(1).tolist()
+    # The 1-layer student replaces both teacher layers: its target is the last layer's output, not the first's.
+    for i in range(len(data.train)):
+        got = train[i]["teacher_hidden"]
+        want = hidden[2][i, 0] if target == "cls" else hidden[2][i, : lengths[i]]
+        assert got.shape == (*want.shape[:-1], 1, 32)
+        torch.testing.assert_close(got[..., 0, :], want, atol=1e-4, rtol=1e-4)
+    first = hidden[1][0, 0] if target == "cls" else hidden[1][0, : lengths[0]]
+    assert not torch.allclose(train[0]["teacher_hidden"][..., 0, :], first, atol=1e-3)
+
+
+def test_trainer_computes_the_hidden_term_and_the_manifest_records_it(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compression import distill as distill_module
+
+    seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    real = distill_module.token_mse_loss
+
+    def spy(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        seen.append((tuple(student.shape), tuple(teacher.shape)))
+        assert student.requires_grad  # the term must train the student
+        return real(student, teacher, mask)
+
+    monkeypatch.setattr(distill_module, "token_mse_loss", spy)
+    data = load_clinc(str(clinc_json))
+    off = DistillConfig(teacher_dir=tiny_package, student="layers:1", batch_size=64, epochs=1.0)
+    distill_module.train_student(off, *prepare(off, data)[:3], data.labels)
+    assert seen == []  # weight 0: no hidden states are asked for
+    cfg = DistillConfig(
+        teacher_dir=tiny_package,
+        student="layers:1",
+        batch_size=64,
+        epochs=1.0,
+        hidden_weight=0.5,
+        hidden_target="tokens",
+        output_dir=tmp_path / "hidden",
+    )
+    distill_module.distill(cfg, data)
+    assert seen
+    # Student and teacher states line up: rows, tokens, 1 layer, H=32.
+    assert all(s == t and len(s) == 4 and s[-2:] == (1, 32) for s, t in seen)
+    source = read_manifest(tmp_path / "hidden").source
+    assert source["hidden_teacher_layers"] == [2]
+    assert source["hyperparameters"]["hidden_weight"] == 0.5
+    assert source["hyperparameters"]["hidden_target"] == "tokens"
+
+
+@pytest.mark.parametrize("target", ["cls", "tokens"])
+def test_compute_loss_adds_the_weighted_hidden_term(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, target: str
+) -> None:
+    from compression import distill as distill_module
+    from compression.finetune import training_args
+
+    data = load_clinc(str(clinc_json))
+    cfg = DistillConfig(teacher_dir=tiny_package, student="layers:1", hidden_weight=0.5, hidden_target=target)
+    teacher, tok, train, label2id = prepare(cfg, data)
+    student = distill_module.make_student(cfg, teacher, tok, list(label2id)).eval()  # eval: no dropout noise
+    args = training_args(cfg, tmp_path)
+    args.remove_unused_columns = False
+    trainer = distill_module._trainer_class()(
+        model=student,
+        args=args,
+        train_dataset=train,
+        alpha=cfg.alpha,
+        temperature=cfg.temperature,
+        logit_mse=0.0,
+        hidden_weight=0.5,
+        hidden_target=target,
+    )
+    batch = distill_module._collator(tok)([train[i] for i in range(8)])
+    loss = trainer.compute_loss(student, dict(batch)).item()
+    inputs = {k: v for k, v in batch.items() if k not in ("teacher_logits", "teacher_hidden", "labels")}
+    with torch.no_grad():
+        out = student(**inputs, output_hidden_states=True)
+    kd = distillation_loss(out.logits, batch["teacher_logits"], batch["labels"], cfg.alpha, cfg.temperature).item()
+    states = torch.stack(out.hidden_states[1:], 2)
+    if target == "cls":
+        term = pkd_loss(states[:, 0], batch["teacher_hidden"]).item()
+    else:
+        term = token_mse_loss(states, batch["teacher_hidden"], batch["attention_mask"]).item()
+    assert term > 1e-3  # a fresh 1-layer student does not reproduce the teacher's 2-layer states
+    assert loss == pytest.approx(kd + 0.5 * term, rel=1e-5)
+
+
+def test_hidden_term_refuses_a_student_of_another_width(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=48, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path / "wide")
+    cfg = DistillConfig(teacher_dir=tiny_package, student=str(tmp_path / "wide"), hidden_weight=1.0)
+    with pytest.raises(ValueError, match="teacher's hidden size"):
+        prepare(cfg, load_clinc(str(clinc_json)))
 
 
 def test_layer_subset_copies_the_right_weights(tiny_package: Path) -> None:
