@@ -464,6 +464,9 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
         add("crossovers", extra, lambda lg: teacher_decisions(rule, lg.numpy(), labels))
     split, logits = Split(texts, hard), torch.cat(parts)
     train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits, generated, hidden_rows)
+    if hidden_rows is not None:  # token targets grow with the transfer set: say what they cost
+        size = sum(h.numel() * h.element_size() for h in hidden_rows) / 2**20
+        logger.info("hidden-state targets (%s, teacher layers %s): %.0f MB", cfg.hidden_target, layers, size)
     return teacher, tokenizer, train, label2id
 
 
