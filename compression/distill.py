@@ -84,12 +84,19 @@ def token_mse_loss(student: Any, teacher: Any, mask: Any) -> Any:
     return (student[keep] - teacher[keep]).pow(2).mean()
 
 
+def subset_layers(student: str) -> list[int] | None:
+    """The teacher layer indices of a "layers:i,j,k" student spec, or None for an HF id / dir."""
+    if not student.startswith("layers:"):
+        return None
+    return [int(x) for x in student.removeprefix("layers:").split(",") if x.strip()]
+
+
 def teacher_layer_map(student: str, teacher_layers: int, student_layers: int) -> list[int]:
     """For each student layer, the index in the teacher's `hidden_states` of the output it must reproduce."""
-    if student.startswith("layers:"):
+    kept = subset_layers(student)
+    if kept is not None:
         # Student layer k starts as teacher layer l[k] and stands for teacher layers l[k] .. l[k+1]-1,
         # so its output should be the teacher's output after layer l[k+1]-1: hidden_states[l[k+1]].
-        kept = [int(x) for x in student.removeprefix("layers:").split(",") if x.strip()]
         return [*kept[1:], teacher_layers]
     # Any other student: spread its layers evenly over the teacher's (PKD-skip).
     return [round((k + 1) * teacher_layers / student_layers) for k in range(student_layers)]
@@ -137,8 +144,8 @@ def check_same_tokenizer(teacher_tok: Any, student_tok: Any, student_id: str) ->
 
 def make_student(cfg: DistillConfig, teacher: Any, teacher_tok: Any, labels: list[str]) -> Any:
     """Build the student model from `cfg.student`."""
-    if cfg.student.startswith("layers:"):
-        layers = [int(x) for x in cfg.student.removeprefix("layers:").split(",") if x.strip()]
+    layers = subset_layers(cfg.student)
+    if layers is not None:
         return student_from_teacher_layers(teacher, layers)
     check_label_order(cfg.student, labels)
     student_tok, student = load_classifier(cfg.student, labels)
@@ -227,12 +234,10 @@ def teacher_outputs(
 
 def _collator(tokenizer: Any) -> Any:
     import torch
+    from torch.nn.utils.rnn import pad_sequence
     from transformers import DataCollatorWithPadding
 
     pad = DataCollatorWithPadding(tokenizer)
-
-    from torch.nn.utils.rnn import pad_sequence
-
     extra = ("teacher_logits", "teacher_hidden")
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -398,9 +403,9 @@ def hidden_layers(cfg: DistillConfig, teacher: Any) -> list[int]:
     """The teacher `hidden_states` indices the hidden-state term reads; refuses a student it cannot compare."""
     if cfg.hidden_target not in HIDDEN_TARGETS:
         raise ValueError(f"hidden_target {cfg.hidden_target!r} is not one of {HIDDEN_TARGETS}")
-    n = teacher.config.num_hidden_layers
-    if cfg.student.startswith("layers:"):
-        count = len([x for x in cfg.student.removeprefix("layers:").split(",") if x.strip()])
+    n, kept = teacher.config.num_hidden_layers, subset_layers(cfg.student)
+    if kept is not None:
+        count = len(kept)
     else:
         from transformers import AutoConfig
 
