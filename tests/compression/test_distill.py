@@ -137,6 +137,30 @@ def test_hidden_targets_are_the_teachers_states(tiny_package: Path, clinc_json: 
     assert not torch.allclose(train[0]["teacher_hidden"][..., 0, :], first, atol=1e-3)
 
 
+def test_generated_queries_get_hidden_targets_too(tiny_package: Path, clinc_json: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from compression.augment import AugmentConfig
+
+    data = load_clinc(str(clinc_json))
+    cfg = DistillConfig(
+        teacher_dir=tiny_package,
+        student="layers:0",
+        hidden_weight=1.0,
+        hidden_target="tokens",
+        augment=AugmentConfig(copies=1, seed=0),
+    )
+    train = prepare(cfg, data)[2]
+    n = len(data.train)
+    assert len(train) == 2 * n
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_package).eval()
+    for i in (0, n, 2 * n - 1):  # a train query, the first and the last noisy copy
+        ids = torch.as_tensor(train[i]["input_ids"])[None]
+        with torch.inference_mode():
+            want = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states[2]
+        torch.testing.assert_close(train[i]["teacher_hidden"][:, 0], want[0], atol=1e-4, rtol=1e-4)
+
+
 def test_trainer_computes_the_hidden_term_and_the_manifest_records_it(
     tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
