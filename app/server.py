@@ -57,6 +57,7 @@ def serve(settings: Settings, classifier: IntentClassifier, sockets: list[socket
         log_config=None,  # keep our handler (text or JSON, with request ids) for uvicorn's loggers too
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        timeout_keep_alive=settings.keep_alive_s,
     )
     server = Server(config, app)
     server.run(sockets=sockets)

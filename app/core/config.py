@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1, description="texts waiting for the model; beyond it 429")
     request_timeout_ms: float = Field(default=5000.0, gt=0.0, description="queue wait + inference; beyond it 504")
     shutdown_timeout_s: float = Field(default=20.0, gt=0.0, description="bound on draining accepted requests")
+    # Longer than the idle timeout of the clients and proxies in front (HTTP clients 5 s, cloud load balancers
+    # 60 s): when both sides use the same value, the server can close an idle connection at the moment the
+    # client reuses it, and that request fails (seen once in a 78k-request soak with uvicorn's 5 s default).
+    keep_alive_s: float = Field(default=75.0, gt=0.0, le=3600.0, description="idle keep-alive connection lifetime")
     max_text_chars: int = Field(default=1000, ge=1)
     max_batch_texts: int = Field(default=64, ge=1)
     max_top_k: int = Field(default=10, ge=1)

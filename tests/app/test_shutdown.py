@@ -212,3 +212,28 @@ def test_client_that_disconnects_on_a_real_server_costs_no_model_time(
     assert after.status_code == 200
     assert metric(text, "intent_batch_size_count") == 2  # held + after; the departed client's text never ran
     assert metric(text, "intent_batch_size_sum") == 2
+
+
+@pytest.mark.parametrize(("keep_alive", "idle", "closed"), [("1", 2.5, True), ("30", 10.0, False)])
+def test_idle_connections_live_for_keep_alive_s(
+    manifest_only_package: Path, tmp_path: Path, keep_alive: str, idle: float, closed: bool
+) -> None:
+    # Without the setting, uvicorn's 5 s default keeps the first connection open (both cases fail) and closed an
+    # idle connection between 6 and 9 s in a direct check: 10 s idle outlives it.
+    port, log = free_port(), tmp_path / "server.log"
+    proc = launch(manifest_only_package, port, 0.0, log, INTENT_KEEP_ALIVE_S=keep_alive)
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}", log)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(idle)
+            conn.setblocking(False)
+            try:
+                was_closed = conn.recv(1) == b""  # the server's FIN reads as end of stream
+            except BlockingIOError:
+                was_closed = False  # nothing to read: still open
+        assert was_closed is closed
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
