@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.decision import OOS_SCORES
-from compression.config import PRESETS, STUDENT_PRESETS, FinetuneConfig
+from compression.config import HIDDEN_TARGETS, PRESETS, STUDENT_PRESETS, FinetuneConfig
 
 if TYPE_CHECKING:  # torch-free at import: the CLI loads heavy modules per command
     from compression.data import ClincData
@@ -69,7 +69,7 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--hidden-target",
-        choices=["cls", "tokens"],
+        choices=HIDDEN_TARGETS,
         default="cls",
         help="cls: normalised [CLS] states (Patient KD); tokens: MSE over every token's state (TinyBERT)",
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from compression.augment import AugmentConfig, augment, crossover
-from compression.config import FinetuneConfig
+from compression.config import HIDDEN_TARGETS, FinetuneConfig
 from compression.data import ClincData, Split, load_clinc
 from compression.finetune import EncodedSplit, load_classifier, training_args
 from compression.packaging import save_torch_package
@@ -65,9 +65,6 @@ def distillation_loss(
     if logit_mse:
         loss = loss + logit_mse * F.mse_loss(student_logits, teacher_logits)
     return loss
-
-
-HIDDEN_TARGETS = ("cls", "tokens")
 
 
 def pkd_loss(student_cls: Any, teacher_cls: Any) -> Any:

@@ -177,7 +177,8 @@ def test_trainer_computes_the_hidden_term_and_the_manifest_records_it(
     monkeypatch.setattr(distill_module, "token_mse_loss", spy)
     data = load_clinc(str(clinc_json))
     off = DistillConfig(teacher_dir=tiny_package, student="layers:1", batch_size=64, epochs=1.0)
-    distill_module.train_student(off, *prepare(off, data)[:3], data.labels)
+    teacher, tok, train, label2id = prepare(off, data)
+    distill_module.train_student(off, teacher, tok, train, list(label2id))
     assert seen == []  # weight 0: no hidden states are asked for
     cfg = DistillConfig(
         teacher_dir=tiny_package,
@@ -236,13 +237,18 @@ def test_compute_loss_adds_the_weighted_hidden_term(
     assert loss == pytest.approx(kd + 0.5 * term, rel=1e-5)
 
 
-def test_hidden_term_refuses_a_student_of_another_width(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
+def test_hidden_term_refuses_another_width_or_an_unknown_target(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path
+) -> None:
     from transformers import BertConfig
 
     BertConfig(hidden_size=48, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path / "wide")
     cfg = DistillConfig(teacher_dir=tiny_package, student=str(tmp_path / "wide"), hidden_weight=1.0)
     with pytest.raises(ValueError, match="teacher's hidden size"):
         prepare(cfg, load_clinc(str(clinc_json)))
+    bad = DistillConfig(teacher_dir=tiny_package, student="layers:0", hidden_weight=1.0, hidden_target="mean")
+    with pytest.raises(ValueError, match="not one of"):
+        prepare(bad, load_clinc(str(clinc_json)))
 
 
 def test_layer_subset_copies_the_right_weights(tiny_package: Path) -> None:
