@@ -56,6 +56,24 @@ def run_parallel(commands: list[list[str]], logs: Path) -> None:
         logger.error("failed: %s", failed)
 
 
+def missing_token_rows(base: Path, data) -> list[str]:
+    """Tokens of the data (every split, oos queries included) whose word-embedding row in `base` is all zeros.
+
+    The base travels with only the rows of the data's tokens (prepare.sh); a row left out is rebuilt as zeros.
+    A zero row is a token the model cannot see, and if only oos queries hold it, a tell-tale of oos.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    embeddings = next(v for k, v in weights.load_weights(base).items() if k.endswith(weights.EMBEDDINGS))
+    zero = (embeddings == 0).all(dim=1)
+    ids: set[int] = set()
+    for split in (data.train, data.validation, data.test):
+        for row in tokenizer(split.texts, truncation=True, max_length=64)["input_ids"]:
+            ids.update(row)
+    return tokenizer.convert_ids_to_tokens(sorted(i for i in ids if zero[i]))
+
+
 def split_scores(package: Path, data, device: str) -> dict:
     """Choose the oos rule on validation (as `compression calibrate`), then score validation and test with it."""
     import numpy as np
@@ -155,6 +173,12 @@ def main() -> None:
 
         save_file(
             weights.unpack(load_file(str(args.base_pack / "model.pack.safetensors"))), str(base / "model.safetensors")
+        )
+    missing = missing_token_rows(base, data)
+    if missing:
+        raise SystemExit(
+            f"{len(missing)} tokens of {args.data} have no embedding row in {args.base_pack} (e.g. {missing[:5]}): "
+            "the pack is stale or was made from other data; run scripts/remote/prepare.sh again"
         )
     teacher = work / "teacher"
 

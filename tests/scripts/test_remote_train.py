@@ -31,3 +31,36 @@ def test_split_scores_matches_calibrate_and_evaluate(tiny_package: Path, clinc_j
     test = scores(split_logits(backend, data.test, 64), data.test.labels, manifest, threshold, score)
     for key, value in test.items():
         assert result["test"][key] == pytest.approx(value, abs=0.02), key
+
+
+def test_missing_token_rows_flags_a_token_the_base_cannot_see(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    data = load_clinc(str(clinc_json))
+    assert train.missing_token_rows(tiny_package, data) == []
+
+    # Zero the row of a token that only an oos test query holds, as a stale pack did (it was made from
+    # the in-scope splits only): the check must name it.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_package)
+    splits = (data.train, data.validation, data.test)
+    in_scope = {
+        w for s in splits for t, label in zip(s.texts, s.labels, strict=True) if label != "oos" for w in t.split()
+    }
+    oos_test = {
+        w for t, label in zip(data.test.texts, data.test.labels, strict=True) if label == "oos" for w in t.split()
+    }
+    token = sorted(oos_test - in_scope)[0]
+    assert tokenizer.tokenize(token) == [token]
+    base = tmp_path / "base"
+    base.mkdir()
+    for f in tiny_package.iterdir():
+        if f.is_file():
+            (base / f.name).write_bytes(f.read_bytes())
+    tensors = load_file(str(base / "model.safetensors"))
+    name = next(k for k in tensors if k.endswith("word_embeddings.weight"))
+    tensors[name][tokenizer.convert_tokens_to_ids(token)] = 0.0
+    save_file(tensors, str(base / "model.safetensors"))
+    assert train.missing_token_rows(base, data) == [token]
