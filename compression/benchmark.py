@@ -545,6 +545,21 @@ def format_markdown(report: dict[str, Any]) -> str:
 BACKEND_MARKERS = {"torch": "o", "torch-int8": "D", "onnx": "s", "onnx-int8": "^"}
 
 
+def package_colors(packages: list[str]) -> dict[str, tuple[float, float, float, float]]:
+    """One distinct colour per package: tab10 up to 10 packages, tab20 up to 20, then an evenly sampled hue wheel."""
+    from matplotlib import colormaps
+
+    n = len(packages)
+    if n <= 10:
+        cmap, picks = colormaps["tab10"], range(n)
+    elif n <= 20:
+        # tab20 pairs a strong and a pale shade of each hue: strong ones first, pale ones after.
+        cmap, picks = colormaps["tab20"], [*range(0, 20, 2), *range(1, 20, 2)][:n]
+    else:
+        cmap, picks = colormaps["hsv"], [i / n for i in range(n)]
+    return {p: tuple(float(x) for x in cmap(k)) for p, k in zip(packages, picks, strict=True)}
+
+
 def plot_benchmark(report: dict[str, Any], path: Path | None = None) -> Any:
     """Accuracy (%) vs mean latency (ms, log scale): colour = package, marker = backend, area = size MB."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -567,7 +582,7 @@ def plot_benchmark(report: dict[str, Any], path: Path | None = None) -> Any:
     # Log latency: a 60x spread (bert-base vs int8 students) leaves every small model readable.
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-    colors = {p: f"C{i % 10}" for i, p in enumerate(dict.fromkeys(r["package"] for r in scored))}
+    colors = package_colors(list(dict.fromkeys(r["package"] for r in scored)))
     # Per-point text would pile up (4 backends x N packages within a few ms): colour and marker say it all.
     for r in scored:
         c, s = colors[r["package"]], 2500 * r["size_mb"] / max_size

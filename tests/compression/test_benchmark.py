@@ -16,6 +16,7 @@ from compression.benchmark import (
     ROW_KEYS,
     TIMING_ONLY_LABEL,
     BenchmarkConfig,
+    package_colors,
     plot_benchmark,
     resolve_reference,
     run_benchmark,
@@ -232,3 +233,12 @@ def test_reference_resolution(tiny_package: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--reference"):
         resolve_reference({tmp_path / "a": teacher, tmp_path / "b": teacher}, None)
     assert resolve_reference(both, tmp_path / "b") == (tmp_path / "b").resolve()
+
+
+@pytest.mark.parametrize("n", [3, 12, 20, 25])
+def test_package_colors_are_distinct_beyond_ten_packages(n: int) -> None:
+    # The session-7 benchmark had 12 packages; colours cycling every 10 gave two pairs the same colour.
+    names = [f"pkg{i}" for i in range(n)]
+    colors = package_colors(names)
+    assert list(colors) == names
+    assert len(set(colors.values())) == n
