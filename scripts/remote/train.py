@@ -25,6 +25,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
@@ -56,12 +57,10 @@ def run_parallel(commands: list[list[str]], logs: Path) -> None:
         logger.error("failed: %s", failed)
 
 
-def missing_token_rows(base: Path, data) -> list[str]:
-    """Tokens of the data (every split, oos queries included) whose word-embedding row in `base` is all zeros.
-
-    The base travels with only the rows of the data's tokens (prepare.sh); a row left out is rebuilt as zeros.
-    A zero row is a token the model cannot see, and if only oos queries hold it, a tell-tale of oos.
-    """
+def missing_token_rows(base: Path, data: Any) -> list[str]:
+    """Tokens of the data (every split, oos queries included) whose word-embedding row in `base` is all zeros."""
+    # The base travels with only the rows of the data's tokens (prepare.sh), and a row left out comes back as
+    # zeros: a token the model cannot see, and a tell-tale of oos when only oos queries hold it.
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
