@@ -214,6 +214,20 @@ def test_client_that_disconnects_on_a_real_server_costs_no_model_time(
     assert metric(text, "intent_batch_size_sum") == 2
 
 
+def read_response(conn: socket.socket) -> bytes:
+    """One whole HTTP response with a content-length body (it can arrive in more than one segment)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += conn.recv(4096)
+    return data
+
+
 @pytest.mark.parametrize(("keep_alive", "idle", "closed"), [("1", 2.5, True), ("30", 10.0, False)])
 def test_idle_connections_live_for_keep_alive_s(
     manifest_only_package: Path, tmp_path: Path, keep_alive: str, idle: float, closed: bool
@@ -226,7 +240,7 @@ def test_idle_connections_live_for_keep_alive_s(
         wait_ready(proc, f"http://127.0.0.1:{port}", log)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            assert read_response(conn).startswith(b"HTTP/1.1 200")
             time.sleep(idle)
             conn.setblocking(False)
             try:
