@@ -216,16 +216,22 @@ def test_client_that_disconnects_on_a_real_server_costs_no_model_time(
 
 def read_response(conn: socket.socket) -> bytes:
     """One whole HTTP response with a content-length body (it can arrive in more than one segment)."""
+
+    def more() -> bytes:
+        chunk = conn.recv(4096)
+        assert chunk, "the server closed the connection in the middle of a response"
+        return chunk
+
     data = b""
     while b"\r\n\r\n" not in data:
-        data += conn.recv(4096)
+        data += more()
     head, _, body = data.partition(b"\r\n\r\n")
     length = next(
         int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
     )
     while len(body) < length:
-        body += conn.recv(4096)
-    return data
+        body += more()
+    return head + b"\r\n\r\n" + body
 
 
 @pytest.mark.parametrize(("keep_alive", "idle", "closed"), [("1", 2.5, True), ("30", 10.0, False)])
