@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,11 +55,7 @@ def test_missing_token_rows_flags_a_token_the_base_cannot_see(
     }
     token = sorted(oos_test - in_scope)[0]
     assert tokenizer.tokenize(token) == [token]
-    base = tmp_path / "base"
-    base.mkdir()
-    for f in tiny_package.iterdir():
-        if f.is_file():
-            (base / f.name).write_bytes(f.read_bytes())
+    base = shutil.copytree(tiny_package, tmp_path / "base")
     tensors = load_file(str(base / "model.safetensors"))
     name = next(k for k in tensors if k.endswith("word_embeddings.weight"))
     tensors[name][tokenizer.convert_tokens_to_ids(token)] = 0.0
