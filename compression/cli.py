@@ -305,6 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=10, help="round-robin blocks the timed runs are split into")
     p.add_argument("--no-bert-base", action="store_true", help="skip the timing-only bert-base-shaped row")
     p.add_argument("--output-dir", type=Path, default=Path("reports"))
+    p = sub.add_parser(
+        "frontier", help="best oos recall any threshold reaches at an in-scope floor (a diagnostic, not a rule)"
+    )
+    p.add_argument("packages", type=Path, nargs="+", help="package folders")
+    p.add_argument("--split", choices=["validation", "test"], default="test")
+    p.add_argument("--backend", choices=["torch", "torch-int8", "onnx", "onnx-int8"], default="onnx-int8")
+    p.add_argument("--min-in-scope", type=float, default=0.95, help="in-scope accuracy floor")
+    p.add_argument("--min-oos-recall", type=float, default=0.70, help="oos recall target read off the frontier")
+    p.add_argument("--num-threads", type=int, default=0)
+    p.add_argument("--output", type=Path, help="also write the Markdown table here")
     p = sub.add_parser("build", help="finetune -> export -> quantize -> calibrate -> evaluate")
     _add_finetune_args(p)
     _add_quant_args(p)
@@ -398,6 +408,29 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_reports(report, cfg.output_dir)
         print(format_markdown(report))
         print("wrote " + ", ".join(str(path) for path in paths.values()))
+    elif args.command == "frontier":
+        from compression.frontier import FrontierConfig, format_frontier, run_frontier
+
+        if not 0.0 < args.min_in_scope <= 1.0 or not 0.0 <= args.min_oos_recall <= 1.0:
+            parser.error("--min-in-scope must be in (0, 1] and --min-oos-recall in [0, 1]")
+        missing = [str(p) for p in args.packages if not (p / "manifest.json").is_file()]
+        if missing:
+            parser.error(f"no model package at {', '.join(missing)}")
+        cfg = FrontierConfig(
+            packages=tuple(args.packages),
+            split=args.split,
+            backend=args.backend,
+            min_in_scope=args.min_in_scope,
+            min_oos_recall=args.min_oos_recall,
+            num_threads=args.num_threads,
+        )
+        data = load_clinc(args.data)
+        table = format_frontier(run_frontier(cfg, getattr(data, args.split)), cfg)
+        print(table)
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(table + "\n")
+            print(f"wrote {args.output}")
     elif args.command == "build":
         build(args)
     return 0

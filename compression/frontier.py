@@ -1,0 +1,154 @@
+"""How far an accuracy target is from *any* oos threshold: the in-scope / oos-recall frontier of a package.
+
+Calibration picks one threshold on validation. When a package misses an in-scope accuracy target on test,
+the question is whether a better threshold could have met it (a calibration gap) or whether no threshold
+can (a model gap). For each oos score this module finds, exactly, the highest oos recall reachable while
+in-scope accuracy stays at or above a floor, by scanning every distinct threshold of that split. Run on
+test it is an oracle: a diagnostic for reports, never a way to choose a rule (`compression calibrate`
+chooses on validation).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.backends.base import load_backend
+from app.decision import OOS_SCORES, OosScore, oos_score
+from app.package import Manifest, read_manifest
+from compression.data import Split
+from compression.evaluate import scores, split_logits
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FrontierConfig:
+    """Packages to probe, on which split and backend, and the target the frontier is read at."""
+
+    packages: tuple[Path, ...] = (Path("artifacts/student"),)
+    split: str = "test"
+    backend: str = "onnx-int8"
+    min_in_scope: float = 0.95
+    min_oos_recall: float = 0.70
+    scores: tuple[OosScore, ...] = OOS_SCORES
+    num_threads: int = 0
+
+
+@dataclass
+class FrontierPoint:
+    """The best oos recall with in-scope accuracy >= the floor, for one score; None where unreachable."""
+
+    score: str
+    oos_recall: float | None
+    in_scope_accuracy: float | None
+    threshold: float | None
+
+
+@dataclass
+class FrontierRow:
+    """One package on one split: its arg-max ceiling, its own rule's figures and the frontier per score."""
+
+    package: str
+    backend: str
+    split: str
+    argmax_in_scope: float
+    rule: dict[str, float]
+    rule_name: str
+    points: list[FrontierPoint] = field(default_factory=list)
+
+
+def best_recall_at(
+    logits: np.ndarray, gold: list[str], manifest: Manifest, min_in_scope: float, score: OosScore
+) -> FrontierPoint:
+    """Exact maximum oos recall over all thresholds of `score` that keep in-scope accuracy >= `min_in_scope`.
+
+    A query is refused when its arg-max is the oos label (no threshold changes that) or its score is under
+    the threshold. Raising the threshold refuses the lowest-scoring answered queries first, so in-scope
+    accuracy can only fall and oos recall only rise: the best point is the highest threshold that still
+    meets the floor. Cuts fall only between distinct score values, as the service's `<` rule does.
+    """
+    label2id = {label: i for i, label in enumerate(manifest.labels)}
+    oos = label2id[manifest.oos_label]
+    y = np.asarray([label2id[g] for g in gold])
+    best = logits.argmax(axis=-1)
+    is_oos = y == oos
+    n_in, n_oos = int((~is_oos).sum()), int(is_oos.sum())
+    if n_in == 0 or n_oos == 0:
+        raise ValueError("the split needs both in-scope and oos queries to trace a frontier")
+    answered = best != oos
+    evidence = oos_score(logits, oos, score)[answered]
+    order = np.argsort(evidence, kind="stable")
+    ev = evidence[order]
+    correct = ((best == y) & ~is_oos)[answered][order]
+    caught = is_oos[answered][order]
+    # Refusing the k lowest answered queries, k = 0..n: correct answers lost and oos queries caught.
+    lost = np.concatenate([[0], np.cumsum(correct)])
+    gained = np.concatenate([[0], np.cumsum(caught)])
+    n = len(ev)
+    # Threshold that refuses exactly the k lowest: ev[k] (rows < ev[k]); valid only where ev[k-1] < ev[k].
+    thresholds = np.concatenate([[-np.inf], ev[1:], [np.inf]]) if n else np.array([-np.inf])
+    valid = np.ones(n + 1, dtype=bool)
+    if n:
+        valid[1:n] = ev[:-1] < ev[1:]
+    in_scope = (int(correct.sum()) - lost) / n_in
+    recall = ((~answered & is_oos).sum() + gained) / n_oos
+    ok = valid & (in_scope >= min_in_scope - 1e-12)
+    if not ok.any():
+        return FrontierPoint(score, None, None, None)
+    k = int(np.flatnonzero(ok).max())  # recall is non-decreasing in k
+    threshold = float(thresholds[k]) if k < n else float(ev[-1]) + 1.0
+    return FrontierPoint(score, float(recall[k]), float(in_scope[k]), threshold)
+
+
+def frontier_row(
+    logits: np.ndarray, split: Split, manifest: Manifest, cfg: FrontierConfig, backend: str, split_name: str
+) -> FrontierRow:
+    """The frontier of one package's logits on one split."""
+    oos = manifest.labels.index(manifest.oos_label)
+    y = np.asarray([manifest.labels.index(g) for g in split.labels])
+    in_scope = y != oos
+    argmax_in_scope = float((logits.argmax(axis=-1)[in_scope] == y[in_scope]).mean())
+    rule = scores(logits, split.labels, manifest, manifest.oos_threshold)
+    rule_name = f"{manifest.oos_score} < {manifest.oos_threshold:.3f}"
+    points = [best_recall_at(logits, split.labels, manifest, cfg.min_in_scope, s) for s in cfg.scores]
+    return FrontierRow(manifest.name, backend, split_name, argmax_in_scope, rule, rule_name, points)
+
+
+def run_frontier(cfg: FrontierConfig, split: Split) -> list[FrontierRow]:
+    """Logits of every package on the split through the configured backend, and their frontiers."""
+    if not 0.0 < cfg.min_in_scope <= 1.0:
+        raise ValueError(f"min_in_scope must be in (0, 1], got {cfg.min_in_scope}")
+    unknown = [s for s in cfg.scores if s not in OOS_SCORES]
+    if unknown or not cfg.scores:
+        raise ValueError(f"unknown oos scores {unknown or 'none given'}; choose from {OOS_SCORES}")
+    rows = []
+    for package in cfg.packages:
+        manifest = read_manifest(package)
+        if cfg.backend not in manifest.backends:
+            raise ValueError(f"{package} has no {cfg.backend!r} backend (it has {manifest.backends})")
+        backend = load_backend(cfg.backend, package, cfg.num_threads)
+        logits = split_logits(backend, split, 64, desc=f"{manifest.name} {cfg.split}")
+        rows.append(frontier_row(logits, split, manifest, cfg, cfg.backend, cfg.split))
+        logger.info("%s: arg-max in-scope %.4f on %s", manifest.name, rows[-1].argmax_in_scope, cfg.split)
+    return rows
+
+
+def format_frontier(rows: list[FrontierRow], cfg: FrontierConfig) -> str:
+    """A Markdown table: ceiling, own rule, and per score the best oos recall at the in-scope floor."""
+    floor, target = cfg.min_in_scope, cfg.min_oos_recall
+    head = ["package", "backend", "split", "arg-max in-scope", "own rule", "rule in-scope", "rule oos recall"]
+    head += [f"best oos recall at in-scope >= {floor:g} ({s})" for s in cfg.scores]
+    head += [f"both >= {floor:g} / {target:g} reachable"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.package, r.backend, r.split, f"{r.argmax_in_scope:.4f}", r.rule_name]
+        cells += [f"{r.rule['in_scope_accuracy']:.4f}", f"{r.rule['oos_recall']:.3f}"]
+        cells += ["unreachable" if p.oos_recall is None else f"{p.oos_recall:.3f}" for p in r.points]
+        reachable = any(p.oos_recall is not None and p.oos_recall >= target - 1e-12 for p in r.points)
+        cells.append("yes" if reachable else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
