@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         "frontier", help="best oos recall any threshold reaches at an in-scope floor (a diagnostic, not a rule)"
     )
     p.add_argument("packages", type=Path, nargs="+", help="package folders")
-    p.add_argument("--split", choices=["validation", "test"], default="test")
+    p.add_argument("--splits", nargs="+", choices=["validation", "test"], default=["test"])
     p.add_argument("--backend", choices=["torch", "torch-int8", "onnx", "onnx-int8"], default="onnx-int8")
     p.add_argument("--min-in-scope", type=float, default=0.95, help="in-scope accuracy floor")
     p.add_argument("--min-oos-recall", type=float, default=0.70, help="oos recall target read off the frontier")
@@ -418,14 +418,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no model package at {', '.join(missing)}")
         cfg = FrontierConfig(
             packages=tuple(args.packages),
-            split=args.split,
+            splits=tuple(args.splits),
             backend=args.backend,
             min_in_scope=args.min_in_scope,
             min_oos_recall=args.min_oos_recall,
             num_threads=args.num_threads,
         )
         data = load_clinc(args.data)
-        table = format_frontier(run_frontier(cfg, getattr(data, args.split)), cfg)
+        table = format_frontier(run_frontier(cfg, {"validation": data.validation, "test": data.test}), cfg)
         print(table)
         if args.output:
             args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FrontierConfig:
-    """Packages to probe, on which split and backend, and the target the frontier is read at."""
+    """Packages to probe, on which splits and backend, and the target the frontier is read at."""
 
     packages: tuple[Path, ...] = (Path("artifacts/student"),)
-    split: str = "test"
+    splits: tuple[str, ...] = ("test",)
     backend: str = "onnx-int8"
     min_in_scope: float = 0.95
     min_oos_recall: float = 0.70
@@ -118,22 +118,26 @@ def frontier_row(
     return FrontierRow(manifest.name, backend, split_name, argmax_in_scope, rule, rule_name, points)
 
 
-def run_frontier(cfg: FrontierConfig, split: Split) -> list[FrontierRow]:
-    """Logits of every package on the split through the configured backend, and their frontiers."""
+def run_frontier(cfg: FrontierConfig, splits: dict[str, Split]) -> list[FrontierRow]:
+    """Logits of every package on each named split through the configured backend, and their frontiers."""
     if not 0.0 < cfg.min_in_scope <= 1.0:
         raise ValueError(f"min_in_scope must be in (0, 1], got {cfg.min_in_scope}")
     unknown = [s for s in cfg.scores if s not in OOS_SCORES]
     if unknown or not cfg.scores:
         raise ValueError(f"unknown oos scores {unknown or 'none given'}; choose from {OOS_SCORES}")
+    missing = [name for name in cfg.splits if name not in splits]
+    if missing:
+        raise ValueError(f"no split named {missing}; have {sorted(splits)}")
     rows = []
     for package in cfg.packages:
         manifest = read_manifest(package)
         if cfg.backend not in manifest.backends:
             raise ValueError(f"{package} has no {cfg.backend!r} backend (it has {manifest.backends})")
         backend = load_backend(cfg.backend, package, cfg.num_threads)
-        logits = split_logits(backend, split, 64, desc=f"{manifest.name} {cfg.split}")
-        rows.append(frontier_row(logits, split, manifest, cfg, cfg.backend, cfg.split))
-        logger.info("%s: arg-max in-scope %.4f on %s", manifest.name, rows[-1].argmax_in_scope, cfg.split)
+        for name in cfg.splits:
+            logits = split_logits(backend, splits[name], 64, desc=f"{manifest.name} {name}")
+            rows.append(frontier_row(logits, splits[name], manifest, cfg, cfg.backend, name))
+            logger.info("%s: arg-max in-scope %.4f on %s", manifest.name, rows[-1].argmax_in_scope, name)
     return rows
 
 

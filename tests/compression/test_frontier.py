@@ -109,9 +109,10 @@ def test_table_marks_reachable_and_unreachable_targets() -> None:
 def test_cli_frontier_on_the_tiny_package(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
     out = tmp_path / "frontier.md"
     args = ["--data", str(clinc_json), "frontier", str(tiny_package), "--backend", "onnx", "--output", str(out)]
-    assert main([*args, "--min-in-scope", "0.5"]) == 0
+    assert main([*args, "--min-in-scope", "0.5", "--splits", "test", "validation"]) == 0
     lines = out.read_text().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4  # header, rule, one row per split
+    assert lines[3].split("|")[3].strip() == "validation"
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert header[:7] == [
