@@ -248,6 +248,12 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
         help="per-channel weight scales (default; --no-per-channel: one scale per matrix, slightly faster)",
     )
     p.add_argument(
+        "--quant-graph",
+        choices=["fused", "plain"],
+        default="fused",
+        help="int8 from the package's fused model.onnx (default: QAttention and fused kernels) or the plain export",
+    )
+    p.add_argument(
         "--embedding-bits",
         type=int,
         choices=[8, 4],
@@ -350,7 +356,13 @@ def main(argv: list[str] | None = None) -> int:
         from compression.quantize import QuantizeConfig, quantize
 
         quantize(
-            QuantizeConfig(args.package, args.quant_preset, args.per_channel, _quant_kwargs(args)["embedding_bits"])
+            QuantizeConfig(
+                args.package,
+                args.quant_preset,
+                args.per_channel,
+                _quant_kwargs(args)["embedding_bits"],
+                graph=args.quant_graph,
+            )
         )
     elif args.command == "calibrate":
         from compression.calibrate import CalibrateConfig, calibrate
@@ -438,7 +450,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _quant_kwargs(args: argparse.Namespace) -> dict[str, str | bool | int]:
     bits = args.embedding_bits or 8  # unset: 8
-    return {"quant_preset": args.quant_preset, "per_channel": args.per_channel, "embedding_bits": bits}
+    return {
+        "quant_preset": args.quant_preset,
+        "per_channel": args.per_channel,
+        "embedding_bits": bits,
+        "quant_graph": args.quant_graph,
+    }
 
 
 def finish_package(
@@ -448,6 +465,7 @@ def finish_package(
     per_channel: bool = True,
     num_threads: int = 0,
     embedding_bits: int = 8,
+    quant_graph: str = "fused",
 ) -> dict:
     """export -> quantize -> calibrate -> evaluate one trained package; prints and returns the table."""
     from app.package import read_manifest
@@ -457,7 +475,7 @@ def finish_package(
     from compression.quantize import QuantizeConfig, quantize
 
     export(ExportConfig(package))
-    quantize(QuantizeConfig(package, quant_preset, per_channel, embedding_bits))
+    quantize(QuantizeConfig(package, quant_preset, per_channel, embedding_bits, graph=quant_graph))
     calibrate(CalibrateConfig(package, num_threads=num_threads), data.validation)
     results = evaluate(EvalConfig(package, num_threads=num_threads), data.test)
     if "pruning" in read_manifest(package).source:

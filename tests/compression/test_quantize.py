@@ -85,3 +85,40 @@ def test_per_channel_is_the_default_and_per_tensor_stays_available(package_copy:
     assert main(["quantize", "--package", str(package_copy), "--no-per-channel"]) == 0
     assert _weight_scale_shapes(path) == {()}  # one scalar scale per matrix
     assert read_manifest(package_copy).source["quantization"]["per_channel"] is False
+
+
+def _op_types(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(path).graph.node}
+
+
+def test_fused_graph_is_the_default_and_plain_stays_available(package_copy: Path, clinc_json: Path) -> None:
+    path = package_copy / "model_quantized.onnx"
+    assert "Attention" in _op_types(package_copy / "model.onnx")  # the fp32 graph ORT fused at export
+    quantize(QuantizeConfig(package_copy))
+    fused = _op_types(path)
+    # The int8 graph keeps the fusions: attention runs as one QAttention node, layer norms fused with the skip.
+    assert {"QAttention", "SkipLayerNormalization", "MatMulInteger"} <= fused
+    assert read_manifest(package_copy).source["quantization"]["graph"] == "fused"
+    test = load_clinc(str(clinc_json)).test
+    fp32 = load_backend("onnx", package_copy).predict_logits(test.texts)
+    int8 = load_backend("onnx-int8", package_copy).predict_logits(test.texts)
+    assert np.mean(fp32.argmax(1) == int8.argmax(1)) >= 0.95
+    # Padded batches: a text's logits do not depend on how long its batch mates are (the mask reaches QAttention).
+    short, long = test.texts[0], "please " * 12 + test.texts[1]
+    alone = load_backend("onnx-int8", package_copy).predict_logits([short])
+    padded = load_backend("onnx-int8", package_copy).predict_logits([short, long])[:1]
+    assert np.allclose(alone, padded, atol=0.05)
+
+    assert main(["quantize", "--package", str(package_copy), "--quant-graph", "plain"]) == 0
+    plain = _op_types(path)
+    assert "QAttention" not in plain
+    assert "SkipLayerNormalization" not in plain
+    assert read_manifest(package_copy).source["quantization"]["graph"] == "plain"
+
+
+def test_fused_quantization_needs_the_exported_graph(package_copy: Path) -> None:
+    (package_copy / "model.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="compression export"):
+        quantize(QuantizeConfig(package_copy))
+    with pytest.raises(ValueError, match="unknown graph"):
+        QuantizeConfig(package_copy, graph="folded")
