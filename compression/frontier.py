@@ -64,13 +64,11 @@ class FrontierRow:
 def best_recall_at(
     logits: np.ndarray, gold: list[str], manifest: Manifest, min_in_scope: float, score: OosScore
 ) -> FrontierPoint:
-    """Exact maximum oos recall over all thresholds of `score` that keep in-scope accuracy >= `min_in_scope`.
-
-    A query is refused when its arg-max is the oos label (no threshold changes that) or its score is under
-    the threshold. Raising the threshold refuses the lowest-scoring answered queries first, so in-scope
-    accuracy can only fall and oos recall only rise: the best point is the highest threshold that still
-    meets the floor. Cuts fall only between distinct score values, as the service's `<` rule does.
-    """
+    """Exact maximum oos recall over all thresholds of `score` that keep in-scope accuracy >= `min_in_scope`."""
+    # A query is refused when its arg-max is the oos label (no threshold changes that) or its score is under
+    # the threshold. Raising the threshold refuses the lowest-scoring answered queries first, so in-scope
+    # accuracy can only fall and oos recall only rise: the best point is the highest threshold that still
+    # meets the floor. Cuts fall only between distinct score values, as the service's `<` rule does.
     label2id = {label: i for i, label in enumerate(manifest.labels)}
     oos = label2id[manifest.oos_label]
     y = np.asarray([label2id[g] for g in gold])

@@ -82,12 +82,10 @@ def quantize_embedding_4bit(path: Path, node_name: str, block_size: int) -> None
 
 
 def fused_source(package_dir: Path, out_dir: Path) -> Path:
-    """The package's fused fp32 model.onnx with every tensor type inferred, ready for the int8 quantizer.
-
-    ONNX's own shape inference stops at ORT's contrib ops (Attention, SkipLayerNormalization), so the
-    quantizer would not know the type of the MatMul outputs after them; ORT's symbolic shape inference
-    knows those ops.
-    """
+    """The package's fused fp32 model.onnx with every tensor type inferred, ready for the int8 quantizer."""
+    # ONNX's own shape inference stops at ORT's contrib ops (Attention, SkipLayerNormalization), so the
+    # quantizer would not know the type of the MatMul outputs after them; ORT's symbolic shape inference
+    # knows those ops.
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
