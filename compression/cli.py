@@ -317,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("packages", type=Path, nargs="+", help="package folders")
     p.add_argument("--splits", nargs="+", choices=["validation", "test"], default=["test"])
     p.add_argument("--backend", choices=["torch", "torch-int8", "onnx", "onnx-int8"], default="onnx-int8")
-    p.add_argument("--min-in-scope", type=float, default=0.95, help="in-scope accuracy floor")
+    p.add_argument(
+        "--min-in-scope", type=float, nargs="+", default=[0.95], help="in-scope accuracy floors (one table row each)"
+    )
     p.add_argument("--min-oos-recall", type=float, default=0.70, help="oos recall target read off the frontier")
     p.add_argument("--num-threads", type=int, default=0)
     p.add_argument("--output", type=Path, help="also write the Markdown table here")
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "frontier":
         from compression.frontier import FrontierConfig, format_frontier, run_frontier
 
-        if not 0.0 < args.min_in_scope <= 1.0 or not 0.0 <= args.min_oos_recall <= 1.0:
+        if not all(0.0 < f <= 1.0 for f in args.min_in_scope) or not 0.0 <= args.min_oos_recall <= 1.0:
             parser.error("--min-in-scope must be in (0, 1] and --min-oos-recall in [0, 1]")
         missing = [str(p) for p in args.packages if not (p / "manifest.json").is_file()]
         if missing:
@@ -432,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             packages=tuple(args.packages),
             splits=tuple(args.splits),
             backend=args.backend,
-            min_in_scope=args.min_in_scope,
+            min_in_scope=tuple(args.min_in_scope),
             min_oos_recall=args.min_oos_recall,
             num_threads=args.num_threads,
         )

@@ -13,7 +13,7 @@ from app.package import Manifest, read_manifest
 from compression.cli import main
 from compression.data import load_clinc
 from compression.evaluate import scores
-from compression.frontier import FrontierConfig, best_recall_at, format_frontier, frontier_row
+from compression.frontier import FrontierConfig, best_recall_at, format_frontier, frontier_rows, run_frontier
 
 MANIFEST = Manifest(name="m", labels=["a", "b", "oos"])
 
@@ -88,34 +88,44 @@ def test_best_recall_matches_a_brute_force_scan(score: str, floor: float) -> Non
     assert p.in_scope_accuracy >= floor
 
 
-def test_table_marks_reachable_and_unreachable_targets() -> None:
+def test_table_has_one_row_per_floor_and_marks_reachable_targets() -> None:
     from compression.data import Split
 
     split = Split([str(i) for i in range(len(HAND_GOLD))], HAND_GOLD)
     manifest = Manifest(name="hand", labels=["a", "b", "oos"], oos_score="msp", oos_threshold=0.5)
     logits = probs(HAND_ROWS)
-    low = FrontierConfig(min_in_scope=0.6, min_oos_recall=0.7, scores=("msp",))
-    high = FrontierConfig(min_in_scope=0.9, min_oos_recall=0.7, scores=("msp",))
-    row = frontier_row(logits, split, manifest, low, "onnx", "test")
-    assert row.argmax_in_scope == pytest.approx(0.8)
-    assert row.rule == scores(logits, HAND_GOLD, manifest, 0.5)
-    table = format_frontier([row], low).splitlines()
-    assert "best oos recall at in-scope >= 0.6 (msp)" in table[0]
-    assert table[2].endswith("| 0.750 | yes |")
-    table = format_frontier([frontier_row(logits, split, manifest, high, "onnx", "test")], high).splitlines()
-    assert table[2].endswith("| unreachable | no |")
+    cfg = FrontierConfig(min_in_scope=(0.9, 0.6, 0.4), min_oos_recall=0.7, scores=("msp",))
+    rows = frontier_rows(logits, split, manifest, cfg, "onnx", "test")
+    assert [r.floor for r in rows] == [0.9, 0.6, 0.4]
+    assert all(r.argmax_in_scope == pytest.approx(0.8) for r in rows)
+    assert all(r.rule == scores(logits, HAND_GOLD, manifest, 0.5) for r in rows)
+    # Each row's point is the hand-computed best at its own floor (see test_best_recall_by_hand).
+    assert [r.points[0].oos_recall for r in rows] == [None, pytest.approx(0.75), pytest.approx(1.0)]
+    table = format_frontier(rows, cfg).splitlines()
+    assert "in-scope floor" in table[0]
+    assert "best oos recall at the floor (msp)" in table[0]
+    assert len(table) == 2 + 3
+    assert table[2].endswith("| 0.9 | unreachable | no |")
+    assert table[3].endswith("| 0.6 | 0.750 | yes |")
+    assert table[4].endswith("| 0.4 | 1.000 | yes |")
+
+
+@pytest.mark.parametrize("floors", [(), (0.9, 0.0), (1.2,)])
+def test_run_frontier_refuses_floors_outside_0_1(floors: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="min_in_scope"):
+        run_frontier(FrontierConfig(min_in_scope=floors), {})
 
 
 def test_cli_frontier_on_the_tiny_package(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
     out = tmp_path / "frontier.md"
     args = ["--data", str(clinc_json), "frontier", str(tiny_package), "--backend", "onnx", "--output", str(out)]
-    assert main([*args, "--min-in-scope", "0.5", "--splits", "test", "validation"]) == 0
+    assert main([*args, "--min-in-scope", "0.5", "0.3", "--splits", "test", "validation"]) == 0
     lines = out.read_text().splitlines()
-    assert len(lines) == 4  # header, rule, one row per split
-    assert lines[3].split("|")[3].strip() == "validation"
+    assert len(lines) == 6  # header, rule, one row per split and floor
+    assert [line.split("|")[3].strip() for line in lines[2:]] == ["test", "test", "validation", "validation"]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert header[:7] == [
+    assert header[:8] == [
         "package",
         "backend",
         "split",
@@ -123,8 +133,9 @@ def test_cli_frontier_on_the_tiny_package(tiny_package: Path, clinc_json: Path, 
         "own rule",
         "rule in-scope",
         "rule oos recall",
+        "in-scope floor",
     ]
-    assert len(cells) == len(header) == 11
+    assert len(cells) == len(header) == 12
     # The rule columns are the evaluation's figures for the same backend and split.
     manifest = read_manifest(tiny_package)
     test = load_clinc(str(clinc_json)).test
@@ -133,12 +144,17 @@ def test_cli_frontier_on_the_tiny_package(tiny_package: Path, clinc_json: Path, 
     assert cells[:3] == ["tiny-bert", "onnx", "test"]
     assert float(cells[5]) == pytest.approx(s["in_scope_accuracy"], abs=5e-5)
     assert float(cells[6]) == pytest.approx(s["oos_recall"], abs=5e-4)
-    for score in OOS_SCORES:
-        expected = best_recall_at(logits, test.labels, manifest, 0.5, score)
-        assert float(cells[header.index(f"best oos recall at in-scope >= 0.5 ({score})")]) == pytest.approx(
-            expected.oos_recall, abs=5e-4
-        )
+    for line, floor in zip(lines[2:4], (0.5, 0.3), strict=True):
+        row = [c.strip() for c in line.strip("|").split("|")]
+        assert float(row[header.index("in-scope floor")]) == floor
+        for score in OOS_SCORES:
+            expected = best_recall_at(logits, test.labels, manifest, floor, score)
+            cell = row[header.index(f"best oos recall at the floor ({score})")]
+            if expected.oos_recall is None:
+                assert cell == "unreachable"
+            else:
+                assert float(cell) == pytest.approx(expected.oos_recall, abs=5e-4)
     with pytest.raises(SystemExit):
         main(["--data", str(clinc_json), "frontier", str(tmp_path / "nowhere")])
     with pytest.raises(SystemExit):
-        main(["--data", str(clinc_json), "frontier", str(tiny_package), "--min-in-scope", "1.5"])
+        main(["--data", str(clinc_json), "frontier", str(tiny_package), "--min-in-scope", "0.9", "1.5"])
