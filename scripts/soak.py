@@ -6,12 +6,15 @@ requests open loop at `--load` x that rate for `--duration` seconds: arrivals do
 answers, so a server that slows down builds a queue instead of hiding it. Per `--window`: requests,
 errors (anything but 200, or a transport error), p50/p99 latency; resident memory (VmRSS of the
 server process and its workers) every `--rss-every` seconds. Memory growth is measured from the end of `--warmup`.
+At most `--max-in-flight` requests are outstanding: an arrival due while that many wait is skipped and counted,
+never queued in the client, whose connection pool slows down with its queue until the load generator, not the
+server, is what the run measures (seen: the client at 100% of a core, the server idle, the run never ending).
 
     python scripts/soak.py --package artifacts/student --backend onnx-int8            # 10 minutes
     python scripts/soak.py --package /tmp/pkg --backend fake --duration 20 --warmup 5 --window 5
 
-Pass criteria (exit 0): zero errors; every window's p99 within `--p99-ratio` x the median window p99;
-RSS growth after warm-up under `--max-rss-growth` (5%). Figures go to stdout and --out (JSON).
+Pass criteria (exit 0): zero errors; no skipped arrivals; every window's p99 within `--p99-ratio` x the median
+window p99; RSS growth after warm-up under `--max-rss-growth` (5%). Figures go to stdout and --out (JSON).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Window:
     start: float
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
 
     def summary(self) -> dict[str, Any]:
         """Counts and latency percentiles in ms."""
@@ -68,6 +72,7 @@ class Window:
             "t": round(self.start, 1),
             "ok": len(lat),
             "errors": dict(self.errors),
+            "skipped": self.skipped,
             "p50_ms": pct(0.5),
             "p99_ms": pct(0.99),
         }
@@ -176,18 +181,38 @@ async def soak(client: httpx.AsyncClient, pid: int, rate: float, args: argparse.
             rss.append((round(time.monotonic() - start, 1), round(rss_mb(pid), 1)))
             await asyncio.sleep(args.rss_every)
 
+    async def progress() -> None:
+        # One line per finished window, so a run that stalls shows it while it runs, not after.
+        for index in range(1, int(args.duration // args.window) + 1):
+            await asyncio.sleep(start + index * args.window - time.monotonic())
+            w = window_at(start + (index - 1) * args.window).summary()
+            logger.info(
+                "window t=%.0fs ok=%d errors=%s skipped=%d p99=%s ms in flight=%d",
+                w["t"],
+                w["ok"],
+                w["errors"] or 0,
+                w["skipped"],
+                w["p99_ms"],
+                len(pending),
+            )
+
     sampler = asyncio.create_task(sample_rss())
+    reporter = asyncio.create_task(progress())
     n = 0
     while (elapsed := time.monotonic() - start) < args.duration:
         due = n / rate  # fixed schedule: falling behind sends the backlog at once, like real arrivals
         if due > elapsed:
             await asyncio.sleep(due - elapsed)
-        task = asyncio.create_task(one(TEXTS[n % len(TEXTS)]))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        if len(pending) >= args.max_in_flight:
+            window_at(time.monotonic()).skipped += 1
+        else:
+            task = asyncio.create_task(one(TEXTS[n % len(TEXTS)]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
         n += 1
     await asyncio.gather(*pending)
     sampler.cancel()
+    reporter.cancel()
     rss.append((round(time.monotonic() - start, 1), round(rss_mb(pid), 1)))
     return {"sent": n, "windows": [w.summary() for w in windows], "rss_mb": rss}
 
@@ -196,17 +221,20 @@ def verdict(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Errors, p99 stability and memory growth after warm-up against the thresholds."""
     windows = [w for w in result["windows"] if w["ok"]]
     errors = sum(sum(w["errors"].values()) for w in result["windows"])
+    skipped = sum(w["skipped"] for w in result["windows"])
     p99s = [w["p99_ms"] for w in windows if w["t"] >= args.warmup] or [w["p99_ms"] for w in windows]
     median_p99 = statistics.median(p99s) if p99s else None
     after = [mb for t, mb in result["rss_mb"] if t >= args.warmup] or [mb for _, mb in result["rss_mb"]]
     growth = (after[-1] - after[0]) / after[0] if after else None
     checks = {
         "zero_errors": errors == 0,
+        "no_skipped_arrivals": skipped == 0,
         "p99_stable": bool(p99s) and max(p99s) <= args.p99_ratio * median_p99,
         "rss_growth_ok": growth is not None and growth < args.max_rss_growth,
     }
     return {
         "errors": errors,
+        "skipped": skipped,
         "p99_ms_median": median_p99,
         "p99_ms_max": max(p99s) if p99s else None,
         "rss_mb_after_warmup": after[0] if after else None,
@@ -223,7 +251,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     log = args.out.with_suffix(".server.log")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     proc = start_server(args, port, log)
-    limits = httpx.Limits(max_connections=args.concurrency * 4, max_keepalive_connections=args.concurrency * 4)
+    # One connection per outstanding request: arrivals never wait in the pool's queue.
+    pool = max(args.concurrency, args.max_in_flight)
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits) as client:
             await wait_ready(client, proc, args.ready_timeout)
@@ -260,6 +290,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=600.0, help="soak seconds")
     p.add_argument("--load", type=float, default=0.7, help="share of measured capacity")
     p.add_argument("--concurrency", type=int, default=16, help="clients for the capacity run")
+    p.add_argument("--max-in-flight", type=int, default=128, help="outstanding requests; later arrivals are skipped")
     p.add_argument("--capacity-seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=60.0, help="seconds excluded from memory growth and p99")
     p.add_argument("--window", type=float, default=60.0, help="reporting window, seconds")
@@ -268,7 +299,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-rss-growth", type=float, default=0.05)
     p.add_argument("--ready-timeout", type=float, default=120.0)
     p.add_argument("--out", type=Path, default=Path("reports/soak.json"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.max_in_flight < 1 or args.concurrency < 1:
+        p.error("--max-in-flight and --concurrency must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,7 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for w in report["windows"]:
         logger.info(
-            "t=%6.0fs ok=%6d errors=%s p50=%s ms p99=%s ms", w["t"], w["ok"], w["errors"] or 0, w["p50_ms"], w["p99_ms"]
+            "t=%6.0fs ok=%6d errors=%s skipped=%d p50=%s ms p99=%s ms",
+            w["t"],
+            w["ok"],
+            w["errors"] or 0,
+            w["skipped"],
+            w["p50_ms"],
+            w["p99_ms"],
         )
     logger.info("verdict: %s", json.dumps(report["verdict"]))
     return 0 if report["verdict"]["passed"] else 1
