@@ -198,7 +198,7 @@ async def soak(client: httpx.AsyncClient, pid: int, rate: float, args: argparse.
 
     sampler = asyncio.create_task(sample_rss())
     reporter = asyncio.create_task(progress())
-    n = 0
+    n = sent = 0
     while (elapsed := time.monotonic() - start) < args.duration:
         due = n / rate  # fixed schedule: falling behind sends the backlog at once, like real arrivals
         if due > elapsed:
@@ -209,12 +209,13 @@ async def soak(client: httpx.AsyncClient, pid: int, rate: float, args: argparse.
             task = asyncio.create_task(one(TEXTS[n % len(TEXTS)]))
             pending.add(task)
             task.add_done_callback(pending.discard)
+            sent += 1
         n += 1
     await asyncio.gather(*pending)
     sampler.cancel()
     reporter.cancel()
     rss.append((round(time.monotonic() - start, 1), round(rss_mb(pid), 1)))
-    return {"sent": n, "windows": [w.summary() for w in windows], "rss_mb": rss}
+    return {"due": n, "sent": sent, "windows": [w.summary() for w in windows], "rss_mb": rss}
 
 
 def verdict(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
