@@ -26,7 +26,7 @@ def test_quick_preset_on_clinc150(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        # ~7 min on a quiet 2-core machine, 24 min once with two training jobs beside it: the limit only
+        # 7-12 min on a quiet 2-core machine, 24 min once with two training jobs beside it: the limit only
         # catches a hang, so it leaves room for a slow or shared CI runner.
         timeout=3600,
     )
