@@ -235,6 +235,75 @@ def run_prune(args: argparse.Namespace, data: ClincData) -> Path:
     return prune(cfg, data)
 
 
+def _add_seeds_args(p: argparse.ArgumentParser) -> None:
+    from compression.seeds import SeedStudyConfig
+
+    d = SeedStudyConfig()
+    p.add_argument("--teacher", type=Path, default=d.teacher_dir, help="teacher package")
+    p.add_argument("--output-dir", type=Path, default=d.output_dir, help="one package folder per run, and the report")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds))
+    p.add_argument("--student", default=d.student, help='"layers:i,j,k" of the teacher, or an HF id / dir')
+    p.add_argument("--alpha", type=float, default=d.alpha, help="the KD arm's alpha (the other arm uses 1)")
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--epochs", type=float, default=d.epochs)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--parallel", type=int, default=d.parallel, help="training runs at a time")
+    p.add_argument("--num-threads", type=int, help="torch threads per run (default: torch's)")
+    p.add_argument("--confidence", type=float, default=d.confidence, help="level of the paired-t interval")
+    p.add_argument(
+        "--distill-args", default="", help='more `distill` arguments for both arms, one string (e.g. "--logit-mse 1")'
+    )
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="train nothing: one report in --output-dir from these seeds.json files (same recipe)",
+    )
+
+
+def run_seeds(args: argparse.Namespace) -> dict:
+    """The `seeds` command: run (or merge) a seed study and print its report."""
+    import shlex
+
+    from compression.seeds import SeedStudyConfig, format_report, merge_studies, run_study
+
+    if args.merge:
+        missing = [str(f) for f in args.merge if not f.is_file()]
+        if missing:
+            raise SystemExit(f"seeds --merge: no such file: {', '.join(missing)}")
+        try:
+            study = merge_studies(list(args.merge), args.output_dir, args.confidence)
+        except ValueError as exc:
+            raise SystemExit(f"seeds --merge: {exc}") from exc
+    else:
+        from compression.data import load_clinc
+
+        cfg = SeedStudyConfig(
+            teacher_dir=args.teacher,
+            output_dir=args.output_dir,
+            seeds=tuple(args.seeds),
+            student=args.student,
+            alpha=args.alpha,
+            temperature=args.temperature,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            parallel=args.parallel,
+            num_threads=args.num_threads,
+            data=args.data,
+            confidence=args.confidence,
+            extra_args=tuple(shlex.split(args.distill_args)),
+        )
+        try:
+            study = run_study(cfg, load_clinc(args.data))  # validates first, then trains
+        except ValueError as exc:
+            raise SystemExit(f"seeds: {exc}") from exc
+    print(format_report(study))
+    print(f"wrote {args.output_dir / 'seeds.json'}, {args.output_dir / 'seeds.md'}")
+    return study
+
+
 def _add_package_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--package", type=Path, default=Path("artifacts/teacher"), help="model package folder")
 
@@ -323,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-oos-recall", type=float, default=0.70, help="oos recall target read off the frontier")
     p.add_argument("--num-threads", type=int, default=0)
     p.add_argument("--output", type=Path, help="also write the Markdown table here")
+    p = sub.add_parser(
+        "seeds", help="KD student vs the same student at alpha = 1 over several seeds: paired differences and a verdict"
+    )
+    _add_seeds_args(p)
     p = sub.add_parser("build", help="finetune -> export -> quantize -> calibrate -> evaluate")
     _add_finetune_args(p)
     _add_quant_args(p)
@@ -445,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(table + "\n")
             print(f"wrote {args.output}")
+    elif args.command == "seeds":
+        run_seeds(args)
     elif args.command == "build":
         build(args)
     return 0

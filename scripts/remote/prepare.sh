@@ -3,10 +3,16 @@
 # has PyTorch but no network: cp312 wheels of the pinned stack, the CLINC150 files, and the base encoder packed
 # as fp16 with only the embedding rows of tokens that occur in the data (any split, oos included: a row left
 # out is zero there, which changes what the model sees).
+#   TEACHER=artifacts/teacher  also pack that teacher the same way (for train.py --stages seeds)
+#   BASE_PACK=0                leave the base out (the seeds stage needs only the teacher; the call's tree
+#                              must stay under 64 MiB, and wheels + base + teacher are ~75 MB)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/clinc150}
 PY=.venv/bin/python
+TEACHER=${TEACHER:-}
+BASE_PACK=${BASE_PACK:-1}
+rm -rf .remote/base .remote/teacher
 mkdir -p .git/info .remote/whl .remote/base .remote/data/clinc150
 grep -qx "/.remote/" .git/info/exclude 2>/dev/null || echo "/.remote/" >> .git/info/exclude
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -28,5 +34,17 @@ for rows in data.values():  # every split, the oos_* ones included
 json.dump(sorted(ids), open(".remote/token_ids.json", "w"))
 print(f"{len(ids)} token ids")
 PY
-$PY scripts/remote/weights.py pack "$BASE" .remote/base/model.pack.safetensors --token-ids .remote/token_ids.json
+if [ "$BASE_PACK" = 1 ]; then
+  $PY scripts/remote/weights.py pack "$BASE" .remote/base/model.pack.safetensors --token-ids .remote/token_ids.json
+else
+  rm -rf .remote/base
+fi
+if [ -n "$TEACHER" ]; then
+  [ -f "$TEACHER/manifest.json" ] || { echo "TEACHER=$TEACHER: no model package there" >&2; exit 2; }
+  mkdir -p .remote/teacher
+  for f in config.json manifest.json tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
+    [ -f "$TEACHER/$f" ] && cp "$TEACHER/$f" .remote/teacher/
+  done
+  $PY scripts/remote/weights.py pack "$TEACHER" .remote/teacher/model.pack.safetensors --token-ids .remote/token_ids.json
+fi
 du -sh .remote

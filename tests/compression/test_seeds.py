@@ -1,0 +1,182 @@
+"""Seed study: the paired statistics by hand, the job runner's bound, the CLI end to end on the tiny teacher."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from compression.cli import main
+from compression.seeds import (
+    SeedStudyConfig,
+    merge_studies,
+    paired,
+    run_parallel,
+    summarize,
+    t_quantile,
+    teacher_id,
+    write_study,
+)
+
+
+def record(seed: int, arm: str, test_acc: float, val_acc: float = 0.9) -> dict:
+    """A run's scores with every metric the summary reads."""
+    block = {"accuracy": test_acc, "in_scope_accuracy": test_acc + 0.02, "oos_recall": 0.7}
+    val = {"accuracy": val_acc, "in_scope_accuracy": val_acc, "oos_recall": 0.8}
+    return {"seed": seed, "arm": arm, "test": block, "test_argmax": block, "validation": val, "validation_argmax": val}
+
+
+def test_t_quantile_matches_the_table() -> None:
+    # Two-sided 95% critical values from any t table.
+    assert t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-4)
+    assert t_quantile(0.975, 4) == pytest.approx(2.7764, abs=1e-4)
+
+
+def test_paired_interval_by_hand() -> None:
+    diffs = [0.01, 0.02, 0.03]  # mean 0.02, sd 0.01
+    m = paired(diffs, 0.95)
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)
+    assert m["mean"] == pytest.approx(0.02)
+    assert m["sd"] == pytest.approx(0.01)
+    assert m["ci"] == pytest.approx([0.02 - half, 0.02 + half])
+    assert (m["wins"], m["losses"], m["ties"]) == (3, 0, 0)
+
+
+def test_verdict_follows_the_interval_and_needs_three_paired_seeds() -> None:
+    helps = [record(s, "kd", 0.91 + 0.001 * s) for s in (1, 2, 3)] + [record(s, "a1", 0.90) for s in (1, 2, 3)]
+    assert summarize(helps)["verdict"].startswith("distillation measurably helps")
+    hurts = [record(s, "kd", 0.89 - 0.001 * s) for s in (1, 2, 3)] + [record(s, "a1", 0.90) for s in (1, 2, 3)]
+    assert summarize(hurts)["verdict"].startswith("distillation measurably hurts")
+    # Same mean gain as `helps`, but one seed loses: the interval straddles zero.
+    mixed = [record(1, "kd", 0.95), record(2, "kd", 0.89), record(3, "kd", 0.92)]
+    mixed += [record(s, "a1", 0.90) for s in (1, 2, 3)]
+    s = summarize(mixed)
+    assert s["metrics"]["test.accuracy"]["mean"] > 0
+    assert s["verdict"].startswith("not shown")
+    # A seed with one arm only is left out of the pairs.
+    two = [*helps[:2], *helps[3:5], record(3, "kd", 0.99)]
+    s = summarize(two)
+    assert s["seeds"] == [1, 2]
+    assert s["verdict"].startswith("not enough seeds")
+
+
+def test_run_parallel_never_runs_more_than_asked_and_reports_failures(tmp_path: Path) -> None:
+    stamps = tmp_path / "stamps"
+    stamps.mkdir()
+    sleep = (
+        "import sys, time; from pathlib import Path; p = Path(sys.argv[1]); "
+        "t0 = time.time(); time.sleep(0.6); p.write_text(f'{t0} {time.time()}')"
+    )
+    commands = [[sys.executable, "-c", sleep, str(stamps / str(i))] for i in range(5)]
+    commands.append([sys.executable, "-c", "import sys; sys.exit(3)"])
+    results = run_parallel(commands, tmp_path / "logs", max_parallel=2)
+    assert [code for code, _ in results] == [0, 0, 0, 0, 0, 3]
+    spans = [tuple(map(float, (stamps / str(i)).read_text().split())) for i in range(5)]
+    most = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
+    assert most == 2  # two at a time: never three, and not one after another either
+    assert len(list((tmp_path / "logs").glob("job-*.log"))) == 6
+    with pytest.raises(ValueError, match="max_parallel"):
+        run_parallel(commands, tmp_path / "logs", max_parallel=0)
+
+
+def test_config_refuses_studies_that_cannot_answer(tiny_package: Path, tmp_path: Path) -> None:
+    ok = {"teacher_dir": tiny_package, "output_dir": tmp_path}
+    onnx_only = shutil.copytree(tiny_package, tmp_path / "onnx-only")
+    (onnx_only / "model.safetensors").unlink()
+    SeedStudyConfig(**ok).validate()
+    bad = [
+        ({"alpha": 1.0}, "alpha"),
+        ({"seeds": (1, 1)}, "duplicates"),
+        ({"seeds": ()}, "no seeds"),
+        ({"parallel": 0}, "parallel"),
+        ({"teacher_dir": tmp_path / "none"}, "no teacher package"),
+        ({"teacher_dir": onnx_only}, "torch weights"),
+        ({"extra_args": ("--seed", "3")}, "may not set"),
+    ]
+    for change, message in bad:
+        with pytest.raises(ValueError, match=message):
+            SeedStudyConfig(**{**ok, **change}).validate()
+
+
+def test_merge_joins_equal_recipes_and_refuses_others(tmp_path: Path) -> None:
+    recipe = {"student": "layers:0", "alpha": 0.2, "temperature": 2.0, "epochs": 1.0, "learning_rate": 1e-3}
+    recipe |= {"batch_size": 32, "extra_args": [], "teacher": "abc"}
+    a = write_study([record(1, "kd", 0.91), record(1, "a1", 0.90)], recipe, tmp_path / "a", 0.95)
+    b = write_study([record(s, arm, 0.9) for s in (2, 3) for arm in ("kd", "a1")], recipe, tmp_path / "b", 0.95)
+    merged = merge_studies([tmp_path / "a" / "seeds.json", tmp_path / "b" / "seeds.json"], tmp_path / "m")
+    assert merged["summary"]["seeds"] == [1, 2, 3]
+    assert len(merged["runs"]) == len(a["runs"]) + len(b["runs"])
+    assert (tmp_path / "m" / "seeds.md").read_text().count("| 2 | ") == 2
+    write_study([record(4, "kd", 0.9)], {**recipe, "teacher": "other"}, tmp_path / "c", 0.95)
+    with pytest.raises(ValueError, match="another recipe or teacher"):
+        merge_studies([tmp_path / "a" / "seeds.json", tmp_path / "c" / "seeds.json"], tmp_path / "m")
+    write_study([record(1, "kd", 0.5)], recipe, tmp_path / "d", 0.95)
+    with pytest.raises(ValueError, match="seed 1 kd"):
+        merge_studies([tmp_path / "a" / "seeds.json", tmp_path / "d" / "seeds.json"], tmp_path / "m")
+
+
+def test_cli_trains_both_arms_scores_them_resumes_and_refuses_another_recipe(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.backends.base import load_backend
+    from app.package import read_manifest
+    from compression.calibrate import CalibrateConfig, choose_rule
+    from compression.data import load_clinc
+    from compression.evaluate import scores, split_logits
+
+    out = tmp_path / "study"
+
+    def cli(seeds: list[str], alpha: str = "0.3") -> list[str]:
+        args = ["--data", str(clinc_json), "seeds", "--teacher", str(tiny_package), "--output-dir", str(out)]
+        args += ["--seeds", *seeds, "--student", "layers:1", "--alpha", alpha, "--temperature", "2"]
+        return [*args, "--epochs", "1", "--learning-rate", "1e-3", "--parallel", "2", "--num-threads", "1"]
+
+    args = cli(["1", "2"])
+    assert main(args) == 0
+    study = json.loads((out / "seeds.json").read_text())
+    assert sorted((r["seed"], r["arm"]) for r in study["runs"]) == [(1, "a1"), (1, "kd"), (2, "a1"), (2, "kd")]
+    for run in study["runs"]:
+        folder = out / f"s{run['seed']}-{run['arm']}"
+        hyper = read_manifest(folder).source["hyperparameters"]
+        assert (hyper["alpha"], hyper["seed"]) == ((0.3 if run["arm"] == "kd" else 1.0), run["seed"])
+    # Seeds change the result (else the study would measure nothing).
+    kd = {r["seed"]: r for r in study["runs"] if r["arm"] == "kd"}
+    assert (out / "s1-kd" / "model.safetensors").read_bytes() != (out / "s2-kd" / "model.safetensors").read_bytes()
+    # The recorded scores are those of the serving torch backend with the rule calibrate would choose.
+    data = load_clinc(str(clinc_json))
+    backend = load_backend("torch", out / "s1-kd")
+    score, threshold, _, _ = choose_rule(
+        split_logits(backend, data.validation, 64), data.validation.labels, backend.manifest, CalibrateConfig()
+    )
+    assert (kd[1]["rule"]["score"], kd[1]["rule"]["threshold"]) == (score, pytest.approx(threshold, abs=1e-3))
+    test = scores(split_logits(backend, data.test, 64), data.test.labels, backend.manifest, threshold, score)
+    assert kd[1]["test"]["accuracy"] == pytest.approx(test["accuracy"], abs=0.02)
+    a1 = {r["seed"]: r for r in study["runs"] if r["arm"] == "a1"}
+    diffs = [kd[s]["validation"]["accuracy"] - a1[s]["validation"]["accuracy"] for s in (1, 2)]
+    assert study["summary"]["metrics"]["validation.accuracy"]["diffs"] == pytest.approx(diffs)
+    assert study["summary"]["verdict"].startswith("not enough seeds")
+    assert "**Verdict**" in capsys.readouterr().out
+
+    # Run again with one more seed: only its two runs train.
+    stamp = (out / "s1-kd" / "model.safetensors").stat().st_mtime_ns
+    time.sleep(0.01)
+    assert main(cli(["1", "2", "3"])) == 0
+    assert (out / "s1-kd" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert len(json.loads((out / "seeds.json").read_text())["runs"]) == 6
+
+    with pytest.raises(SystemExit, match="another recipe"):
+        main(cli(["1"], alpha="0.5"))
+
+
+def test_teacher_id_is_the_weights_file_not_the_manifest(package_copy: Path, tiny_package: Path) -> None:
+    assert teacher_id(package_copy) == teacher_id(tiny_package)
+    weights = package_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight: the manifest is unchanged, the teacher is not
+    weights.write_bytes(bytes(data))
+    assert teacher_id(package_copy) != teacher_id(tiny_package)
