@@ -251,6 +251,7 @@ def _add_seeds_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, default=d.parallel, help="training runs at a time")
     p.add_argument("--num-threads", type=int, help="torch threads per run (default: torch's)")
     p.add_argument("--confidence", type=float, default=d.confidence, help="level of the paired-t interval")
+    p.add_argument("--report-dir", type=Path, help="also rewrite seeds.json / seeds.md here after every run")
     p.add_argument(
         "--distill-args", default="", help='more `distill` arguments for both arms, one string (e.g. "--logit-mse 1")'
     )
@@ -293,6 +294,7 @@ def run_seeds(args: argparse.Namespace) -> dict:
             num_threads=args.num_threads,
             data=args.data,
             confidence=args.confidence,
+            report_dir=args.report_dir,
             extra_args=tuple(shlex.split(args.distill_args)),
         )
         try:

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class SeedStudyConfig:
     num_threads: int | None = None
     data: str | None = None
     confidence: float = 0.95
+    report_dir: Path | None = None  # also (re)write seeds.json / seeds.md here after every run (e.g. a GPU's $OUT)
     extra_args: tuple[str, ...] = field(default_factory=tuple)  # more `distill` arguments, the same for both arms
 
     def validate(self) -> None:
@@ -150,9 +152,17 @@ def command(cfg: SeedStudyConfig, run: Run) -> list[str]:
 
 
 def run_parallel(
-    commands: list[list[str]], logs: Path, max_parallel: int, cwd: Path | None = None
+    commands: list[list[str]],
+    logs: Path,
+    max_parallel: int,
+    cwd: Path | None = None,
+    names: list[str] | None = None,
+    on_done: Callable[[int, int, float], None] | None = None,
 ) -> list[tuple[int, float]]:
-    """Run the commands, at most max_parallel at a time, each logging to its own file; (exit code, seconds) each.
+    """Run the commands, at most max_parallel at a time, each logging to logs/NAME.log; (exit code, seconds) each.
+
+    on_done(index, exit code, seconds) is called as each job ends, so results are kept even if the caller is
+    killed later (a GPU call's time limit).
 
     A bound matters on one GPU as much as on a CPU: small HF Trainer jobs are bound by Python overhead, and on an
     H100 11 at once ran 53 ms per step each against 21 ms for 4 (design note 26), so more brings nothing.
@@ -160,13 +170,16 @@ def run_parallel(
     if max_parallel < 1:
         raise ValueError("max_parallel must be >= 1")
     logs.mkdir(parents=True, exist_ok=True)
+    names = names or [f"job-{i:02d}" for i in range(len(commands))]
+    if len(names) != len(commands):
+        raise ValueError("one name per command")
     results: list[tuple[int, float] | None] = [None] * len(commands)
     running: dict[int, tuple[subprocess.Popen, Any, float]] = {}
     pending = list(range(len(commands)))
     while pending or running:
         while pending and len(running) < max_parallel:
             i = pending.pop(0)
-            log = (logs / f"job-{i:02d}.log").open("w")
+            log = (logs / f"{names[i]}.log").open("w")
             logger.info("start %d/%d: %s", i + 1, len(commands), shlex.join(commands[i]))
             proc = subprocess.Popen(commands[i], cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
             running[i] = (proc, log, time.monotonic())
@@ -177,9 +190,11 @@ def run_parallel(
             log.close()
             del running[i]
             results[i] = (proc.returncode, time.monotonic() - started)
-            tail = " / ".join((logs / f"job-{i:02d}.log").read_text(errors="replace").splitlines()[-2:])
+            tail = " / ".join((logs / f"{names[i]}.log").read_text(errors="replace").splitlines()[-2:])
             level = logging.INFO if proc.returncode == 0 else logging.ERROR
             logger.log(level, "done %d/%d (exit %d): %s", i + 1, len(commands), proc.returncode, tail)
+            if on_done is not None:
+                on_done(i, proc.returncode, results[i][1])
     return [r for r in results if r is not None]
 
 
@@ -353,18 +368,31 @@ def run_study(cfg: SeedStudyConfig, data: Any) -> dict[str, Any]:
         if done is None:
             todo.append(run)
     logger.info("seed study: %d runs, %d to train, %d at a time", len(runs), len(todo), cfg.parallel)
-    results = run_parallel([command(cfg, r) for r in todo], Path(cfg.output_dir) / "logs", cfg.parallel)
+
+    def report() -> dict[str, Any]:
+        records = [r for r in (load_records(run.folder) for run in runs) if r is not None]
+        study = write_study(records, rec, Path(cfg.output_dir), cfg.confidence)
+        if cfg.report_dir is not None:
+            write_study(records, rec, Path(cfg.report_dir), cfg.confidence)
+        return study
+
+    def done(i: int, code: int, seconds: float) -> None:
+        if code != 0:
+            return
+        run = todo[i]
+        # train_s: the job's wall time while sharing the machine with the other jobs (a cost, not a speed).
+        record = {"seed": run.seed, "arm": run.arm, "alpha": run.alpha, "recipe": rec, "train_s": seconds}
+        record.update(package_scores(run.folder, data))
+        (run.folder / SCORES_FILE).write_text(json.dumps(record, indent=1))
+        report()
+
+    commands = [command(cfg, r) for r in todo]
+    logs = Path(cfg.output_dir) / "logs"
+    results = run_parallel(commands, logs, cfg.parallel, names=[r.name for r in todo], on_done=done)
     failed = [r.name for r, (code, _) in zip(todo, results, strict=True) if code != 0]
-    for run, (code, seconds) in zip(todo, results, strict=True):
-        if code == 0:
-            # train_s: the job's wall time while sharing the machine with the other jobs (a cost, not a speed).
-            record = {"seed": run.seed, "arm": run.arm, "alpha": run.alpha, "recipe": rec, "train_s": seconds}
-            record.update(package_scores(run.folder, data))
-            (run.folder / SCORES_FILE).write_text(json.dumps(record, indent=1))
     if failed:
-        logger.error("failed runs (see %s): %s", Path(cfg.output_dir) / "logs", failed)
-    records = [r for r in (load_records(run.folder) for run in runs) if r is not None]
-    return write_study(records, rec, Path(cfg.output_dir), cfg.confidence)
+        logger.error("failed runs (see %s): %s", logs, failed)
+    return report()
 
 
 def merge_studies(files: list[Path], output_dir: Path, confidence: float = 0.95) -> dict[str, Any]:

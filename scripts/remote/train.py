@@ -147,7 +147,12 @@ def main() -> None:
     p.add_argument("--teacher-pack", type=Path, default=REPO / ".remote" / "teacher", help="packed teacher folder")
     p.add_argument("--seeds", default="42,43,44,45,46", help="seeds stage: comma-separated seeds")
     p.add_argument("--seed-epochs", type=float, default=None, help="seeds stage: epochs (default: the preset's)")
-    p.add_argument("--seed-args", default="", help="seeds stage: extra `compression seeds` arguments")
+    p.add_argument(
+        "--seed-args",
+        default="--num-threads 2",
+        help="seeds stage: extra `compression seeds` arguments (default: 2 CPU threads per job, so that 16 cores "
+        "are not oversubscribed)",
+    )
     p.add_argument("--max-parallel", type=int, default=4, help="training jobs at a time")
     args = p.parse_args()
     stages = set(args.stages.split(","))
@@ -286,14 +291,12 @@ def main() -> None:
 
             refresh_manifest(teacher)  # the fp16 weights are not the file the manifest's hash describes
         study = work / "seeds"
-        cmd = [*py, "seeds", "--teacher", str(teacher), "--output-dir", str(study), "--parallel"]
-        cmd += [str(args.max_parallel), "--seeds", *args.seeds.split(",")]
+        # The report is rewritten in --out after every run: a call cut off by its time limit still returns it.
+        cmd = [*py, "seeds", "--teacher", str(teacher), "--output-dir", str(study), "--report-dir", str(out)]
+        cmd += ["--parallel", str(args.max_parallel), "--seeds", *args.seeds.split(",")]
         if args.seed_epochs is not None:
             cmd += ["--epochs", str(args.seed_epochs)]
         run_parallel([cmd + shlex.split(args.seed_args)], work / "logs", 1)
-        for name in ("seeds.json", "seeds.md"):
-            if (study / name).is_file():
-                shutil.copy2(study / name, out / name)
         summary["seeds_minutes"] = (time.time() - start) / 60
         summary_path.write_text(json.dumps(summary, indent=1))
         shutil.copy2(summary_path, out / "summary.json")

@@ -74,8 +74,13 @@ def test_run_parallel_never_runs_more_than_asked_and_reports_failures(tmp_path: 
     )
     commands = [[sys.executable, "-c", sleep, str(stamps / str(i))] for i in range(5)]
     commands.append([sys.executable, "-c", "import sys; sys.exit(3)"])
-    results = run_parallel(commands, tmp_path / "logs", max_parallel=2)
+    ended: list[tuple[int, int]] = []
+    results = run_parallel(
+        commands, tmp_path / "logs", max_parallel=2, on_done=lambda i, code, _: ended.append((i, code))
+    )
     assert [code for code, _ in results] == [0, 0, 0, 0, 0, 3]
+    assert sorted(ended) == [(0, 0), (1, 0), (2, 0), (3, 0), (4, 0), (5, 3)]
+    assert all(seconds >= 0.6 for _, seconds in results[:5])
     spans = [tuple(map(float, (stamps / str(i)).read_text().split())) for i in range(5)]
     most = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
     assert most == 2  # two at a time: never three, and not one after another either
@@ -134,7 +139,8 @@ def test_cli_trains_both_arms_scores_them_resumes_and_refuses_another_recipe(
     def cli(seeds: list[str], alpha: str = "0.3") -> list[str]:
         args = ["--data", str(clinc_json), "seeds", "--teacher", str(tiny_package), "--output-dir", str(out)]
         args += ["--seeds", *seeds, "--student", "layers:1", "--alpha", alpha, "--temperature", "2"]
-        return [*args, "--epochs", "1", "--learning-rate", "1e-3", "--parallel", "2", "--num-threads", "1"]
+        args += ["--epochs", "1", "--learning-rate", "1e-3", "--parallel", "2", "--num-threads", "1"]
+        return [*args, "--report-dir", str(tmp_path / "report")]
 
     args = cli(["1", "2"])
     assert main(args) == 0
@@ -161,6 +167,8 @@ def test_cli_trains_both_arms_scores_them_resumes_and_refuses_another_recipe(
     assert study["summary"]["metrics"]["validation.accuracy"]["diffs"] == pytest.approx(diffs)
     assert study["summary"]["verdict"].startswith("not enough seeds")
     assert "**Verdict**" in capsys.readouterr().out
+    assert json.loads((tmp_path / "report" / "seeds.json").read_text()) == study
+    assert sorted(p.name for p in (out / "logs").glob("*.log")) == ["s1-a1.log", "s1-kd.log", "s2-a1.log", "s2-kd.log"]
 
     # Run again with one more seed: only its two runs train.
     stamp = (out / "s1-kd" / "model.safetensors").stat().st_mtime_ns
