@@ -10,6 +10,13 @@ The same `python -m compression` commands as on a CPU, with CUDA picked up autom
              report (seeds.json, seeds.md) comes back. The teacher is this call's (stage teacher) or the one
              prepare.sh packed (TEACHER=DIR)
 
+On the GPU machine (Python 3.12 with its own torch; the pinned stack from .remote/whl goes first on the path),
+with `.remote` carried:
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .remote/whl/*.whl && \
+    PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 scripts/remote/train.py --stages seeds --out "$OUT" \
+        --seeds 42,43,44 --seed-epochs 20 --max-parallel 6
+
 Jobs run at most --max-parallel at a time: small HF Trainer jobs are bound by Python overhead, and on one H100
 four at once ran 21 ms per step each, eleven 53 ms (design note 26).
 
