@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 PRESETS = ("avx512_vnni", "avx2", "arm64")
 EMBEDDING_BITS = (8, 4)
 GRAPHS = ("fused", "plain")
+# INT4 tensors (GatherBlockQuantized's table) need opset 21 and IR version 10.
+INT4_OPSET, INT4_IR_VERSION = 21, 10
 
 
 @dataclass
@@ -59,6 +61,27 @@ def word_embedding_gather(model: Any, vocab_size: int) -> str:
     return gathers[0]
 
 
+def upgrade_for_int4(model: Any) -> Any:
+    """The model at opset 21 / IR 10 through ONNX's version converter, checked.
+
+    ORT's 4-bit quantizer otherwise only overwrites the opset number ("the generated model may not be a valid
+    model"); the converter adapts each default-domain op, and the ORT contrib ops are left as they are.
+    """
+    import onnx
+    from onnx import version_converter
+
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < INT4_OPSET:
+        shapes = list(model.graph.value_info)
+        model = version_converter.convert_version(model, INT4_OPSET)
+        # The converter also stores every inferred shape (~80 bytes each), which the file does not need.
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(shapes)
+    model.ir_version = max(model.ir_version, INT4_IR_VERSION)
+    onnx.checker.check_model(model)
+    return model
+
+
 def quantize_embedding_4bit(path: Path, node_name: str, block_size: int) -> None:
     """Rewrite one Gather in place as a 4-bit GatherBlockQuantized (symmetric, scales per block of a row)."""
     import numpy as np
@@ -68,7 +91,7 @@ def quantize_embedding_4bit(path: Path, node_name: str, block_size: int) -> None
         MatMulNBitsQuantizer,
     )
 
-    model = onnx.load(path)
+    model = upgrade_for_int4(onnx.load(path))
     others = [n.name for n in model.graph.node if n.op_type == "Gather" and n.name != node_name]
     config = DefaultWeightOnlyQuantConfig(
         block_size=block_size, is_symmetric=True, op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),)
