@@ -125,6 +125,7 @@ def test_merge_joins_equal_recipes_and_refuses_others(tmp_path: Path) -> None:
         merge_studies([tmp_path / "a" / "seeds.json", tmp_path / "d" / "seeds.json"], tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_cli_trains_both_arms_scores_them_resumes_and_refuses_another_recipe(
     tiny_package: Path, clinc_json: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

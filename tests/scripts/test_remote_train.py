@@ -63,6 +63,7 @@ def test_missing_token_rows_flags_a_token_the_base_cannot_see(
     assert train.missing_token_rows(base, data) == [token]
 
 
+@pytest.mark.slow
 def test_seeds_stage_runs_the_study_from_a_packed_teacher(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:
     import hashlib
     import json
