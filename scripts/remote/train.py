@@ -15,7 +15,7 @@ with `.remote` carried:
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .remote/whl/*.whl && \
     PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 scripts/remote/train.py --stages seeds --out "$OUT" \
-        --seeds 42,43,44 --seed-epochs 20 --max-parallel 6
+        --seeds 42,43,44,45,46 --seed-epochs 20 --max-parallel 5
 
 Jobs run at most --max-parallel at a time: small HF Trainer jobs are bound by Python overhead, and on one H100
 four at once ran 21 ms per step each, eleven 53 ms (design note 26).
