@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -413,8 +413,3 @@ def merge_studies(files: list[Path], output_dir: Path, confidence: float = 0.95)
                 raise ValueError(f"{f}: seed {key[0]} {key[1]} is also in an earlier file with other scores")
             runs[key] = r
     return write_study(list(runs.values()), rec, output_dir, confidence)
-
-
-def config_dict(cfg: SeedStudyConfig) -> dict[str, Any]:
-    """The config as plain JSON values (for logs)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}

@@ -84,18 +84,10 @@ def split_scores(package: Path, data, device: str) -> dict:
     return {**result.pop("rule"), **result}
 
 
-def unpack_package(pack_dir: Path, dest: Path, reference: Path | None) -> None:
-    """A package from a folder holding model.pack.safetensors and the small files (prepare.sh's layout)."""
-    from safetensors.torch import load_file, save_file
-
+def unpack_package(pack_dir: Path, dest: Path) -> None:
+    """A fresh package folder from prepare.sh's layout (model.pack.safetensors + the small files)."""
     shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    for f in pack_dir.iterdir():
-        if f.name != "model.pack.safetensors":
-            shutil.copy2(f, dest / f.name)
-    ref = weights.load_weights(reference) if reference is not None else None
-    packed = load_file(str(pack_dir / "model.pack.safetensors"))
-    save_file(weights.unpack(packed, ref), str(dest / "model.safetensors"), {"format": "pt"})
+    weights.unpack_folder(pack_dir / "model.pack.safetensors", dest, pack_dir)
 
 
 def check_rows(model_dir: Path, data, data_path: Path, source: Path) -> None:
@@ -179,7 +171,7 @@ def main() -> None:
     summary_path = work / "summary.json"
     base = work / "base"
     if "teacher" in stages and not (base / "model.safetensors").is_file():
-        unpack_package(args.base_pack, base, None)
+        unpack_package(args.base_pack, base)
     if "teacher" in stages:
         check_rows(base, data, args.data, args.base_pack)
     teacher = work / "teacher"
@@ -292,7 +284,7 @@ def main() -> None:
                     f"seeds: no teacher from this call and no pack at {args.teacher_pack}: "
                     "run with --stages teacher,seeds, or TEACHER=DIR scripts/remote/prepare.sh first"
                 )
-            unpack_package(args.teacher_pack, teacher, None)
+            unpack_package(args.teacher_pack, teacher)
             check_rows(teacher, data, args.data, args.teacher_pack)
             from compression.packaging import refresh_manifest
 

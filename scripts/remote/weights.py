@@ -86,6 +86,19 @@ def unpack(
     return out
 
 
+def unpack_folder(
+    pack_file: Path, out_dir: Path, files_from: Path, reference: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """out_dir as a model folder: the other files of files_from plus the full fp32 weights rebuilt from pack_file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in files_from.iterdir():
+        if f.is_file() and f.name not in ("model.safetensors", pack_file.name):
+            shutil.copy2(f, out_dir / f.name)
+    weights = out_dir / "model.safetensors"
+    save_file(unpack(load_file(str(pack_file)), reference), str(weights), {"format": "pt"})
+    return weights
+
+
 def main() -> None:
     """CLI: pack or unpack."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -109,12 +122,7 @@ def main() -> None:
         logger.info("wrote %s (%.1f MB)", args.out, args.out.stat().st_size / 1e6)
     else:
         ref = load_weights(args.reference) if args.reference else None
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        for f in args.files_from.iterdir():
-            if f.is_file() and f.name != "model.safetensors":
-                shutil.copy2(f, args.out_dir / f.name)
-        save_file(unpack(load_file(str(args.pack)), ref), str(args.out_dir / "model.safetensors"), {"format": "pt"})
-        logger.info("wrote %s", args.out_dir / "model.safetensors")
+        logger.info("wrote %s", unpack_folder(args.pack, args.out_dir, args.files_from, ref))
 
 
 if __name__ == "__main__":
