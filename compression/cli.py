@@ -142,7 +142,7 @@ def distill_student(
     from compression.distill import distill, prepare
     from compression.search import SearchConfig, search
 
-    prepared = prepare(cfg, data)
+    prepared = prepare(cfg, data, teacher_pass=trials > 0)  # the search tries alpha < 1 whatever cfg's alpha
     if trials > 0:
         found = search(cfg, SearchConfig(n_trials=trials, train_fraction=trial_fraction), data, prepared)
         best = found["best_params"]

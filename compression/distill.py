@@ -175,9 +175,11 @@ class DistillSplit(EncodedSplit):
         logits: Any,
         generated: dict[str, int] | None = None,
         hidden: list[Any] | None = None,
+        soft_targets: bool = True,
     ) -> None:
         super().__init__(split, tokenizer, label2id, max_length)
         self.generated = generated or {}  # rows the teacher labelled, by kind (augmented, crossovers)
+        self.soft_targets = soft_targets  # False: `logits` are zeros that nothing reads (see `needs_teacher_pass`)
         for row, row_logits in zip(self.rows, logits, strict=True):
             row["teacher_logits"] = row_logits
         if hidden is not None:  # the teacher's states at the mapped layers, for the hidden-state term
@@ -300,6 +302,11 @@ def train_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, train: Disti
     """Build and train one student; returns the trained model."""
     from transformers import set_seed
 
+    if (cfg.alpha < 1.0 or cfg.logit_mse) and not train.soft_targets:
+        raise ValueError(
+            f"alpha={cfg.alpha} needs the teacher's logits, but this transfer set was prepared for alpha = 1 "
+            "without them (prepare it with teacher_pass=True)"
+        )
     set_seed(cfg.seed)
     student = make_student(cfg, teacher, tokenizer, labels)
     with tempfile.TemporaryDirectory() as work:
@@ -417,8 +424,18 @@ def hidden_layers(cfg: DistillConfig, teacher: Any) -> list[int]:
     return teacher_layer_map(cfg.student, n, count)
 
 
-def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit, dict[str, int]]:
-    """Load the teacher and the transfer set (train + noisy copies + crossovers) with precomputed soft targets."""
+def needs_teacher_pass(cfg: DistillConfig) -> bool:
+    """Whether training reads anything the teacher computes: alpha = 1 alone is cross-entropy on hard labels."""
+    return bool(cfg.alpha < 1.0 or cfg.logit_mse or cfg.hidden_weight or cfg.augment.copies or cfg.augment.crossovers)
+
+
+def prepare(
+    cfg: DistillConfig, data: ClincData, teacher_pass: bool = False
+) -> tuple[Any, Any, DistillSplit, dict[str, int]]:
+    """Load the teacher and the transfer set (train + noisy copies + crossovers) with precomputed soft targets.
+
+    The teacher pass is skipped when `cfg` reads no soft targets, unless `teacher_pass` (e.g. a search over alpha).
+    """
     import torch
 
     if cfg.num_threads:
@@ -442,7 +459,12 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
         return logits, hidden
 
     texts, hard = list(data.train.texts), list(data.train.labels)
-    logits, hidden = soft_targets(data.train)
+    computed = teacher_pass or needs_teacher_pass(cfg)
+    if computed:
+        logits, hidden = soft_targets(data.train)
+    else:  # an alpha = 1 twin: the pass is minutes of CPU per run for targets the loss multiplies by zero
+        logits, hidden = torch.zeros(len(data.train), len(labels)), None
+        logger.info("alpha = 1 and no teacher term: the teacher's logits are not computed")
     parts, hidden_rows = [logits], hidden
     generated = {"augmented": 0, "crossovers": 0}
 
@@ -465,7 +487,7 @@ def prepare(cfg: DistillConfig, data: ClincData) -> tuple[Any, Any, DistillSplit
         extra = crossover(data.train.texts, data.train.labels, cfg.augment.crossovers, cfg.augment.seed)
         add("crossovers", extra, lambda lg: teacher_decisions(rule, lg.numpy(), labels))
     split, logits = Split(texts, hard), torch.cat(parts)
-    train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits, generated, hidden_rows)
+    train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits, generated, hidden_rows, computed)
     if hidden_rows is not None:  # token targets grow with the transfer set: say what they cost
         size = sum(h.numel() * h.element_size() for h in hidden_rows) / 2**20
         logger.info("hidden-state targets (%s, teacher layers %s): %.0f MB", cfg.hidden_target, layers, size)
@@ -487,8 +509,12 @@ def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple |
         "teacher": str(cfg.teacher_dir),
         "dataset": data.source,
         "step": "distill",
-        "teacher_logits": "precomputed once over the transfer set"
-        + (f", mean of {1 + len(cfg.extra_teachers)} teachers" if cfg.extra_teachers else ""),
+        "teacher_logits": (
+            "precomputed once over the transfer set"
+            + (f", mean of {1 + len(cfg.extra_teachers)} teachers" if cfg.extra_teachers else "")
+            if train.soft_targets
+            else "not computed (alpha = 1 and no teacher term: the loss reads none)"
+        ),
         "transfer_set": {
             "train": len(data.train),
             "augmented": train.generated.get("augmented", 0),

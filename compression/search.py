@@ -67,4 +67,5 @@ def _subset(train: DistillSplit, n: int, seed: int) -> DistillSplit:
     idx = sorted(random.Random(seed).sample(range(len(train)), n))
     sub = DistillSplit.__new__(DistillSplit)
     sub.rows = [train.rows[i] for i in idx]
+    sub.generated, sub.soft_targets = train.generated, train.soft_targets
     return sub

@@ -10,6 +10,7 @@ difference lies above zero.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -81,6 +82,11 @@ class SeedStudyConfig:
             raise ValueError(f"no teacher package at {self.teacher_dir} (pass --teacher PACKAGE_DIR)")
         if not (Path(self.teacher_dir) / "model.safetensors").is_file():
             raise ValueError(f"{self.teacher_dir} has no model.safetensors: distillation needs the torch weights")
+        if importlib.util.find_spec("torch") is None:  # the jobs run this interpreter: fail once, not per job
+            raise ValueError(
+                f"torch is not installed for {sys.executable}, which runs the training jobs: run the study with "
+                "the project's environment (make install, then .venv/bin/python -m compression seeds ...)"
+            )
         reserved = {"--teacher", "--alpha", "--seed", "--output-dir", "--name", "--baseline", "--trials"}
         clash = reserved & {a.split("=")[0] for a in self.extra_args}
         if clash:

@@ -14,13 +14,16 @@ from compression.data import load_clinc
 from compression.distill import (
     DistillConfig,
     check_same_tokenizer,
+    distill,
     distillation_loss,
     load_teacher,
+    needs_teacher_pass,
     pkd_loss,
     prepare,
     student_from_teacher_layers,
     teacher_layer_map,
     token_mse_loss,
+    train_student,
 )
 from compression.search import SearchConfig, search
 from tests.conftest import VOCAB
@@ -249,6 +252,46 @@ def test_hidden_term_refuses_another_width_or_an_unknown_target(
     bad = DistillConfig(teacher_dir=tiny_package, student="layers:0", hidden_weight=1.0, hidden_target="mean")
     with pytest.raises(ValueError, match="not one of"):
         prepare(bad, load_clinc(str(clinc_json)))
+
+
+def test_alpha_one_skips_the_teacher_pass_without_changing_the_student(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    import compression.distill as distill_module
+    from compression.augment import AugmentConfig
+
+    calls: list[int] = []
+    real = distill_module.teacher_outputs
+    monkeypatch.setattr(distill_module, "teacher_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = load_clinc(str(clinc_json))
+    cfg = DistillConfig(
+        teacher_dir=tiny_package, student="layers:0", alpha=1.0, epochs=1, learning_rate=5e-3, batch_size=16
+    )
+    skipped = prepare(cfg, data)
+    assert calls == []
+    assert not skipped[2].soft_targets
+    computed = prepare(cfg, data, teacher_pass=True)
+    assert len(calls) == 1
+    assert computed[2].soft_targets
+    assert not torch.equal(computed[2][0]["teacher_logits"], skipped[2][0]["teacher_logits"])
+    # alpha = 1 multiplies the soft targets by zero: the same student from zeros as from the real logits.
+    labels = list(skipped[3])
+    a = train_student(cfg, skipped[0], skipped[1], skipped[2], labels).state_dict()
+    b = train_student(cfg, computed[0], computed[1], computed[2], labels).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A loss that reads the teacher refuses the zeros instead of silently learning from them.
+    for reads in (replace(cfg, alpha=0.5), replace(cfg, logit_mse=1.0)):
+        with pytest.raises(ValueError, match="needs the teacher's logits"):
+            train_student(reads, skipped[0], skipped[1], skipped[2], labels)
+    for other in (replace(cfg, hidden_weight=1.0), replace(cfg, augment=AugmentConfig(copies=1))):
+        assert needs_teacher_pass(other)
+    assert not needs_teacher_pass(cfg)
+    out = distill(replace(cfg, output_dir=tmp_path / "a1"), data, skipped)
+    assert read_manifest(out).source["teacher_logits"].startswith("not computed")
+    assert len(calls) == 1
 
 
 def test_layer_subset_copies_the_right_weights(tiny_package: Path) -> None:

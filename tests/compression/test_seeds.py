@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -106,6 +107,12 @@ def test_config_refuses_studies_that_cannot_answer(tiny_package: Path, tmp_path:
     for change, message in bad:
         with pytest.raises(ValueError, match=message):
             SeedStudyConfig(**{**ok, **change}).validate()
+    # An interpreter without torch would start every job only to fail it: refused before the first.
+    real = importlib.util.find_spec
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+        with pytest.raises(ValueError, match="torch is not installed"):
+            SeedStudyConfig(**ok).validate()
 
 
 def test_merge_joins_equal_recipes_and_refuses_others(tmp_path: Path) -> None:
