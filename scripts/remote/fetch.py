@@ -22,7 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 import weights  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
 
 logger = logging.getLogger("fetch")
 REFERENCES = {"teacher": "base", "student": "teacher", "pruned": "student"}  # shipped group -> reference package
@@ -39,7 +38,7 @@ def extract(files: Path, group: str, into: Path) -> Path | None:
     return into / group
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Rebuild every shipped package under --artifacts."""
     from app.package import read_manifest, write_manifest
     from compression.config import default_base_model
@@ -50,7 +49,7 @@ def main() -> None:
     p.add_argument("--artifacts", type=Path, default=REPO / "artifacts")
     p.add_argument("--base", type=Path, default=None, help="base encoder folder (default: the packaged MiniLM)")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "fetched")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     base = args.base or Path(default_base_model())
     shutil.rmtree(args.work, ignore_errors=True)
     for group, ref_name in REFERENCES.items():
@@ -60,15 +59,9 @@ def main() -> None:
         reference_dir = base if ref_name == "base" else args.artifacts / ref_name
         reference = weights.load_weights(reference_dir)
         for pack in sorted(folder.glob("*/model.pack.safetensors")):
-            src, dest = pack.parent, args.artifacts / pack.parent.name
+            dest = args.artifacts / pack.parent.name
             shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir(parents=True)
-            for f in src.iterdir():
-                if f.name != "model.pack.safetensors":
-                    shutil.copy2(f, dest / f.name)
-            save_file(
-                weights.unpack(load_file(str(pack)), reference), str(dest / "model.safetensors"), {"format": "pt"}
-            )
+            weights.unpack_folder(pack, dest, pack.parent, reference)
             write_manifest(dest, read_manifest(dest))  # fresh hashes, backends from the files present
             logger.info("rebuilt %s (reference %s)", dest, reference_dir)
         for extra in folder.iterdir():
