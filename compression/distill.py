@@ -302,7 +302,7 @@ def train_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, train: Disti
     """Build and train one student; returns the trained model."""
     from transformers import set_seed
 
-    if (cfg.alpha < 1.0 or cfg.logit_mse) and not train.soft_targets:
+    if reads_soft_targets(cfg) and not train.soft_targets:
         raise ValueError(
             f"alpha={cfg.alpha} needs the teacher's logits, but this transfer set was prepared for alpha = 1 "
             "without them (prepare it with teacher_pass=True)"
@@ -424,9 +424,14 @@ def hidden_layers(cfg: DistillConfig, teacher: Any) -> list[int]:
     return teacher_layer_map(cfg.student, n, count)
 
 
+def reads_soft_targets(cfg: DistillConfig) -> bool:
+    """Whether the loss reads the teacher's logits: alpha = 1 alone is cross-entropy on hard labels."""
+    return cfg.alpha < 1.0 or bool(cfg.logit_mse)
+
+
 def needs_teacher_pass(cfg: DistillConfig) -> bool:
-    """Whether training reads anything the teacher computes: alpha = 1 alone is cross-entropy on hard labels."""
-    return bool(cfg.alpha < 1.0 or cfg.logit_mse or cfg.hidden_weight or cfg.augment.copies or cfg.augment.crossovers)
+    """Whether training reads anything the teacher computes: its logits, its states, or its labels for new queries."""
+    return reads_soft_targets(cfg) or bool(cfg.hidden_weight or cfg.augment.copies or cfg.augment.crossovers)
 
 
 def prepare(
