@@ -96,6 +96,12 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trial-fraction", type=float, default=0.2, help="share of the train split per trial")
     p.add_argument("--baseline", action="store_true", help="also train the same student with alpha=1 (no teacher)")
     p.add_argument("--no-finish", action="store_true", help="train and save only (no export/quantize/evaluate)")
+    p.add_argument(
+        "--logits-cache",
+        type=Path,
+        help="folder of teacher logits keyed by the teachers' files, max length and texts: runs that share a "
+        "teacher and transfer set compute them once (default: no cache)",
+    )
     p.add_argument("--num-threads", type=int)
     p.add_argument("--seed", type=int, default=42)
 
@@ -121,6 +127,7 @@ def run_distill(args: argparse.Namespace, data: ClincData) -> list[Path]:
         batch_size=args.batch_size,
         num_threads=args.num_threads,
         seed=args.seed,
+        logits_cache=args.logits_cache,
         augment=AugmentConfig(
             copies=args.augment_copies,
             p_delete=args.augment_prob,

@@ -13,6 +13,7 @@ from compression.config import HIDDEN_TARGETS, FinetuneConfig
 from compression.data import ClincData, Split, load_clinc
 from compression.finetune import EncodedSplit, load_classifier, training_args
 from compression.packaging import save_torch_package
+from compression.teacher_cache import cached_logits
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class DistillConfig(FinetuneConfig):
     batch_size: int = 32
     # Noisy copies of the train queries added to the transfer set, labelled by the teacher (TinyBERT-style).
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Folder of teacher logits shared by runs with the same teachers and transfer set (compression.teacher_cache).
+    logits_cache: Path | None = None
     extra_source: dict[str, Any] = field(default_factory=dict)
 
 
@@ -180,6 +183,7 @@ class DistillSplit(EncodedSplit):
         super().__init__(split, tokenizer, label2id, max_length)
         self.generated = generated or {}  # rows the teacher labelled, by kind (augmented, crossovers)
         self.soft_targets = soft_targets  # False: `logits` are zeros that nothing reads (see `needs_teacher_pass`)
+        self.cache_hits = 0  # parts of the transfer set whose logits came from a logits cache (set by `prepare`)
         for row, row_logits in zip(self.rows, logits, strict=True):
             row["teacher_logits"] = row_logits
         if hidden is not None:  # the teacher's states at the mapped layers, for the hidden-state term
@@ -456,12 +460,22 @@ def prepare(
     rule = teacher_rule(cfg.teacher_dir, labels) if cfg.augment.crossovers else None  # fail before any work
     layers = hidden_layers(cfg, teacher) if cfg.hidden_weight else None
 
+    cache_hits: list[bool] = []
+
     def soft_targets(split: Split) -> tuple[Any, Any]:
-        plain = EncodedSplit(split, tokenizer, label2id, cfg.max_length)
-        logits, hidden = teacher_outputs(teacher, plain, tokenizer, hidden_layers=layers, target=cfg.hidden_target)
-        if cfg.extra_teachers:  # the hidden-state targets stay the main teacher's: the student mirrors its layers
-            logits = ensemble_logits(cfg, logits, tokenizer, labels, split, device)
-        return logits, hidden
+        def compute() -> tuple[Any, Any]:
+            plain = EncodedSplit(split, tokenizer, label2id, cfg.max_length)
+            logits, hidden = teacher_outputs(teacher, plain, tokenizer, hidden_layers=layers, target=cfg.hidden_target)
+            if cfg.extra_teachers:  # the hidden-state targets stay the main teacher's: the student mirrors its layers
+                logits = ensemble_logits(cfg, logits, tokenizer, labels, split, device)
+            return logits, hidden
+
+        if cfg.logits_cache is None or layers:  # hidden states are too large to keep: only logits are cached
+            return compute()
+        teachers = [cfg.teacher_dir, *cfg.extra_teachers]
+        logits, hit = cached_logits(cfg.logits_cache, teachers, split.texts, cfg.max_length, lambda: compute()[0])
+        cache_hits.append(hit)
+        return logits, None
 
     texts, hard = list(data.train.texts), list(data.train.labels)
     computed = teacher_pass or needs_teacher_pass(cfg)
@@ -493,10 +507,23 @@ def prepare(
         add("crossovers", extra, lambda lg: teacher_decisions(rule, lg.numpy(), labels))
     split, logits = Split(texts, hard), torch.cat(parts)
     train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits, generated, hidden_rows, computed)
+    train.cache_hits = sum(cache_hits)
     if hidden_rows is not None:  # token targets grow with the transfer set: say what they cost
         size = sum(h.numel() * h.element_size() for h in hidden_rows) / 2**20
         logger.info("hidden-state targets (%s, teacher layers %s): %.0f MB", cfg.hidden_target, layers, size)
     return teacher, tokenizer, train, label2id
+
+
+def logits_note(cfg: DistillConfig, train: DistillSplit) -> str:
+    """How the run got its soft targets, for the manifest."""
+    if not train.soft_targets:
+        return "not computed (alpha = 1 and no teacher term: the loss reads none)"
+    note = "precomputed once over the transfer set"
+    if cfg.extra_teachers:
+        note += f", mean of {1 + len(cfg.extra_teachers)} teachers"
+    if train.cache_hits:
+        note += f"; {train.cache_hits} part(s) read from the logits cache {cfg.logits_cache}"
+    return note
 
 
 def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple | None = None) -> Path:
@@ -514,12 +541,7 @@ def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple |
         "teacher": str(cfg.teacher_dir),
         "dataset": data.source,
         "step": "distill",
-        "teacher_logits": (
-            "precomputed once over the transfer set"
-            + (f", mean of {1 + len(cfg.extra_teachers)} teachers" if cfg.extra_teachers else "")
-            if train.soft_targets
-            else "not computed (alpha = 1 and no teacher term: the loss reads none)"
-        ),
+        "teacher_logits": logits_note(cfg, train),
         "transfer_set": {
             "train": len(data.train),
             "augmented": train.generated.get("augmented", 0),

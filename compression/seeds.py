@@ -6,6 +6,10 @@ validation split as `calibrate` does; the test split is only read. The report gi
 (KD minus alpha = 1) per seed, its mean and a paired-t confidence interval. The verdict rule is fixed before any
 run: distillation *measurably helps* only if at least 3 seeds are paired and the interval for the test accuracy
 difference lies above zero.
+
+The KD runs share one teacher pass: every job gets `--logits-cache OUTPUT_DIR/teacher-logits`, so the first KD
+run of a study computes the teacher's logits over the train split and the others read them
+(compression.teacher_cache).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from compression.config import STUDENT_PRESETS
 
 logger = logging.getLogger(__name__)
+LOGITS_CACHE = "teacher-logits"  # the study's shared teacher-logits folder, under its output dir
 
 ARMS = ("kd", "a1")  # a1: the same recipe with alpha = 1 (cross-entropy on the hard labels only)
 MIN_SEEDS = 3
@@ -88,6 +93,7 @@ class SeedStudyConfig:
                 "the project's environment (make install, then .venv/bin/python -m compression seeds ...)"
             )
         reserved = {"--teacher", "--alpha", "--seed", "--output-dir", "--name", "--baseline", "--trials"}
+        reserved.add("--logits-cache")
         clash = reserved & {a.split("=")[0] for a in self.extra_args}
         if clash:
             raise ValueError(f"extra distill arguments may not set {sorted(clash)}: the study sets them per run")
@@ -152,6 +158,7 @@ def command(cfg: SeedStudyConfig, run: Run) -> list[str]:
     cmd += ["--alpha", repr(run.alpha), "--temperature", repr(cfg.temperature), "--epochs", repr(cfg.epochs)]
     cmd += ["--learning-rate", repr(cfg.learning_rate), "--batch-size", str(cfg.batch_size)]
     cmd += ["--seed", str(run.seed), "--output-dir", str(run.folder), "--name", run.name, "--no-finish"]
+    cmd += ["--logits-cache", str(Path(cfg.output_dir) / LOGITS_CACHE)]  # alpha = 1 runs never read it
     if cfg.num_threads:
         cmd += ["--num-threads", str(cfg.num_threads)]
     return cmd + list(cfg.extra_args)

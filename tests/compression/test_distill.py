@@ -294,6 +294,36 @@ def test_alpha_one_skips_the_teacher_pass_without_changing_the_student(
     assert len(calls) == 1
 
 
+def test_kd_runs_share_the_teacher_pass_through_the_logits_cache(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    import compression.distill as distill_module
+
+    calls: list[int] = []
+    real = distill_module.teacher_outputs
+    monkeypatch.setattr(distill_module, "teacher_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = load_clinc(str(clinc_json))
+    plain = DistillConfig(
+        teacher_dir=tiny_package, student="layers:0", alpha=0.5, epochs=1, learning_rate=5e-3, batch_size=16
+    )
+    cached = replace(plain, logits_cache=tmp_path / "cache")
+    reference = prepare(plain, data)[2]
+    first = prepare(cached, data)[2]
+    assert (len(calls), first.cache_hits) == (2, 0)
+    second = prepare(replace(cached, seed=7), data)  # another seed of the same study: no teacher pass
+    assert (len(calls), second[2].cache_hits) == (2, 1)
+    for i in range(len(reference)):
+        assert torch.equal(second[2][i]["teacher_logits"], reference[i]["teacher_logits"])
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    out = distill(replace(cached, output_dir=tmp_path / "kd"), data, second)
+    assert "read from the logits cache" in read_manifest(out).source["teacher_logits"]
+    # Hidden-state targets are not cached (too large), so such a run computes its own pass.
+    prepare(replace(cached, hidden_weight=1.0), data)
+    assert len(calls) == 3
+
+
 def test_layer_subset_copies_the_right_weights(tiny_package: Path) -> None:
     teacher, _ = load_teacher(tiny_package)
     student = student_from_teacher_layers(teacher, [1])

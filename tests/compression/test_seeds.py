@@ -184,6 +184,10 @@ def test_cli_trains_both_arms_scores_them_resumes_and_refuses_another_recipe(
     assert main(cli(["1", "2", "3"])) == 0
     assert (out / "s1-kd" / "model.safetensors").stat().st_mtime_ns == stamp
     assert len(json.loads((out / "seeds.json").read_text())["runs"]) == 6
+    # One teacher pass for the whole study: seed 3's KD run read the logits the first KD run cached.
+    assert len(list((out / "teacher-logits").glob("*.safetensors"))) == 1
+    assert "read from the logits cache" in read_manifest(out / "s3-kd").source["teacher_logits"]
+    assert read_manifest(out / "s3-a1").source["teacher_logits"].startswith("not computed")
 
     with pytest.raises(SystemExit, match="another recipe"):
         main(cli(["1"], alpha="0.5"))
