@@ -198,6 +198,11 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="package name (default: the output folder's name)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--no-finish", action="store_true", help="train and save only (no export/quantize/evaluate)")
+    p.add_argument(
+        "--logits-cache",
+        type=Path,
+        help="with --distill-from: folder of teacher logits shared by runs with the same teacher and train set",
+    )
     p.add_argument("--num-threads", type=int)
     p.add_argument("--seed", type=int, default=42)
 
@@ -233,6 +238,7 @@ def run_prune(args: argparse.Namespace, data: ClincData) -> Path:
         max_train_examples=args.max_train_examples,
         seed=args.seed,
         num_threads=args.num_threads,
+        logits_cache=args.logits_cache,
         device=args.device,
     )
     try:

@@ -36,6 +36,7 @@ from compression.data import ClincData, load_clinc
 from compression.distill import DistillSplit, check_same_tokenizer, distillation_loss, teacher_logits
 from compression.finetune import EncodedSplit
 from compression.packaging import TOKENIZER_FILES, refresh_manifest, save_torch_package
+from compression.teacher_cache import cached_logits
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class PruneConfig:
     seed: int = 42
     num_threads: int | None = None
     device: str | None = None  # default: cuda when available, else cpu
+    logits_cache: Path | None = None  # teacher logits shared by runs with the same teacher and train set
 
     def __post_init__(self) -> None:
         self.model_dir = Path(self.model_dir)
@@ -655,7 +657,14 @@ def _train_set(cfg: PruneConfig, data: ClincData, model: Any, tokenizer: Any, ma
     if _labels(teacher) != labels:
         raise ValueError(f"teacher {cfg.teacher_dir} orders its labels differently from {cfg.model_dir}")
     teacher.to(device)  # only for this one pass over the train split
-    logits = teacher_logits(teacher, EncodedSplit(train, tokenizer, label2id, max_length), tokenizer)
+
+    def compute() -> torch.Tensor:
+        return teacher_logits(teacher, EncodedSplit(train, tokenizer, label2id, max_length), tokenizer)
+
+    if cfg.logits_cache is None:
+        return DistillSplit(train, tokenizer, label2id, max_length, compute())
+    # The key is the teacher's files: its tokenizer is the one used here, since check_same_tokenizer passed.
+    logits, _ = cached_logits(cfg.logits_cache, [cfg.teacher_dir], train.texts, max_length, compute)
     return DistillSplit(train, tokenizer, label2id, max_length, logits)
 
 

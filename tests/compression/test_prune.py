@@ -283,9 +283,10 @@ def pruned(tiny_package: Path, clinc_json: Path, tmp_path_factory: pytest.TempPa
     for method, extra in METHOD_ARGS.items():
         argv = ["--data", str(clinc_json), "prune", "--model", str(tiny_package), "--method", method, *extra]
         argv += ["--distill-from", str(tiny_package), "--epochs", "1", "--batch-size", "16", "--lr", "1e-3"]
-        argv += ["--output-dir", str(out / method), "--num-threads", "1"]
+        argv += ["--output-dir", str(out / method), "--num-threads", "1", "--logits-cache", str(out / "cache")]
         assert main(argv) == 0
         packages[method] = out / method
+    assert len(list((out / "cache").glob("*.safetensors"))) == 1  # one teacher pass for the three runs
     return packages
 
 
@@ -390,3 +391,29 @@ def test_cli_refuses_missing_packages(tiny_package: Path, clinc_json: Path, tmp_
         main(["--data", str(clinc_json), "prune", "--model", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="no teacher package"):
         main(["--data", str(clinc_json), "prune", "--model", str(tiny_package), "--distill-from", str(tmp_path)])
+
+
+def test_prune_runs_share_the_teacher_pass_through_the_logits_cache(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import compression.prune as prune_module
+
+    calls: list[int] = []
+    real = prune_module.teacher_logits
+    monkeypatch.setattr(prune_module, "teacher_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = load_clinc(str(clinc_json))
+    model, tokenizer = prune_module.load_model(tiny_package)
+
+    def train_set(**changes: object) -> torch.Tensor:
+        cfg = PruneConfig(model_dir=tiny_package, teacher_dir=tiny_package, output_dir=tmp_path / "out", **changes)
+        split = prune_module._train_set(cfg, data, model, tokenizer, 32, "cpu")
+        return torch.stack([split[i]["teacher_logits"] for i in range(len(split))])
+
+    reference = train_set()
+    cache = tmp_path / "cache"
+    assert torch.equal(train_set(logits_cache=cache, sparsity=0.5), reference)
+    assert torch.equal(train_set(logits_cache=cache, sparsity=0.9), reference)  # another run of the sweep
+    assert len(calls) == 2  # the reference and the first cached run; the second read the cache
+    train_set(logits_cache=cache, max_train_examples=20)  # another train set: another entry
+    assert len(calls) == 3
+    assert len(list(cache.glob("*.safetensors"))) == 2
