@@ -280,6 +280,33 @@ def paired(diffs: list[float], confidence: float) -> dict[str, Any]:
     }
 
 
+def accuracy_parts(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any] | None:
+    """Split each seed's test accuracy difference into its in-scope and oos recall parts.
+
+    Test accuracy is w x in-scope accuracy + (1 - w) x oos recall, w the in-scope share of the test queries, so
+    the difference splits exactly into w x (in-scope difference) + (1 - w) x (oos recall difference). The part
+    with the larger sd is where the seed-to-seed spread of the verdict's metric comes from. w is read off the
+    records themselves; None when they do not agree on one w (or fewer than 2 pairs).
+    """
+    blocks = [r["test"] for pair in pairs for r in pair]
+    weights = [
+        (b["accuracy"] - b["oos_recall"]) / (b["in_scope_accuracy"] - b["oos_recall"])
+        for b in blocks
+        if abs(b["in_scope_accuracy"] - b["oos_recall"]) > 1e-3
+    ]
+    if len(pairs) < 2 or not weights or max(weights) - min(weights) > 1e-6:
+        return None
+    w = statistics.fmean(weights)
+    parts = {"in_scope": [], "oos_recall": []}
+    for kd, a1 in pairs:
+        parts["in_scope"].append(w * (kd["test"]["in_scope_accuracy"] - a1["test"]["in_scope_accuracy"]))
+        parts["oos_recall"].append((1 - w) * (kd["test"]["oos_recall"] - a1["test"]["oos_recall"]))
+    return {
+        "in_scope_weight": w,
+        **{k: {"mean": statistics.fmean(v), "sd": statistics.stdev(v)} for k, v in parts.items()},
+    }
+
+
 def summarize(records: list[dict[str, Any]], confidence: float = 0.95) -> dict[str, Any]:
     """Paired KD - alpha=1 differences per metric over the seeds that have both arms, and the verdict."""
     by_seed: dict[int, dict[str, dict[str, Any]]] = {}
@@ -299,7 +326,8 @@ def summarize(records: list[dict[str, Any]], confidence: float = 0.95) -> dict[s
         verdict = "distillation measurably hurts: the interval for the test accuracy difference is below zero"
     else:
         verdict = "not shown: the interval for the test accuracy difference contains zero"
-    return {"seeds": seeds, "confidence": confidence, "metrics": rows, "verdict": verdict}
+    parts = accuracy_parts([(by_seed[s]["kd"], by_seed[s]["a1"]) for s in seeds])
+    return {"seeds": seeds, "confidence": confidence, "metrics": rows, "verdict": verdict, "accuracy_parts": parts}
 
 
 def _pct(x: float) -> str:
@@ -345,6 +373,15 @@ def format_report(study: dict[str, Any]) -> str:
             f"| {name} | {_pts(m['mean'])} | {_pct(m['sd'])} | [{_pts(m['ci'][0])}, {_pts(m['ci'][1])}] | "
             f"{m['wins']} / {m['losses']} / {m['ties']} |"
         )
+    parts = s.get("accuracy_parts")
+    if parts:
+        w, inside, oos = parts["in_scope_weight"], parts["in_scope"], parts["oos_recall"]
+        lines += [
+            "",
+            f"Test accuracy = {_pct(w)}% x in-scope + {_pct(1 - w)}% x oos recall, so its mean difference "
+            f"{_pts(s['metrics']['test.accuracy']['mean'])} is {_pts(inside['mean'])} from in-scope accuracy "
+            f"(sd {_pct(inside['sd'])}) and {_pts(oos['mean'])} from oos recall (sd {_pct(oos['sd'])}).",
+        ]
     lines += ["", f"**Verdict** (rule fixed in advance, on test accuracy): {s['verdict']}."]
     return "\n".join(lines)
 

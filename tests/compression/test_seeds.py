@@ -15,6 +15,7 @@ import pytest
 from compression.cli import main
 from compression.seeds import (
     SeedStudyConfig,
+    format_report,
     merge_studies,
     paired,
     run_parallel,
@@ -64,6 +65,33 @@ def test_verdict_follows_the_interval_and_needs_three_paired_seeds() -> None:
     s = summarize(two)
     assert s["seeds"] == [1, 2]
     assert s["verdict"].startswith("not enough seeds")
+
+
+def test_accuracy_difference_splits_into_its_in_scope_and_oos_parts() -> None:
+    def run(seed: int, arm: str, in_scope: float, oos: float) -> dict:
+        r = record(seed, arm, 0.0)
+        r["test"] = {"accuracy": 0.9 * in_scope + 0.1 * oos, "in_scope_accuracy": in_scope, "oos_recall": oos}
+        return r
+
+    # 90% of the test queries in scope. KD gains 1 point in-scope with every seed; oos recall swings +-10.
+    runs = [run(1, "kd", 0.93, 0.80), run(1, "a1", 0.92, 0.70), run(2, "kd", 0.93, 0.60), run(2, "a1", 0.92, 0.70)]
+    runs += [run(3, "kd", 0.94, 0.75), run(3, "a1", 0.93, 0.75)]
+    s = summarize(runs)
+    parts = s["accuracy_parts"]
+    assert parts["in_scope_weight"] == pytest.approx(0.9)
+    assert parts["in_scope"]["mean"] == pytest.approx(0.009)
+    assert parts["in_scope"]["sd"] == pytest.approx(0.0, abs=1e-12)
+    assert parts["oos_recall"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert parts["oos_recall"]["sd"] == pytest.approx(0.01)  # 0.1 x sd(+0.1, -0.1, 0)
+    total = parts["in_scope"]["mean"] + parts["oos_recall"]["mean"]
+    assert total == pytest.approx(s["metrics"]["test.accuracy"]["mean"])  # the parts add up exactly
+    study = {"recipe": {"student": "x", "alpha": 0.1, "temperature": 2, "epochs": 1, "learning_rate": 1e-3}}
+    study["recipe"] |= {"batch_size": 8, "extra_args": [], "teacher": "0" * 64}
+    report = format_report({**study, "runs": runs, "summary": s})
+    assert "90.00% x in-scope + 10.00% x oos recall" in report
+    assert "+0.90 from in-scope accuracy (sd 0.00) and +0.00 from oos recall (sd 1.00)" in report
+    # Records that are not weighted means of one split (e.g. hand-made ones) get no decomposition.
+    assert summarize([record(s, a, 0.9 + 0.01 * s) for s in (1, 2, 3) for a in ("kd", "a1")])["accuracy_parts"] is None
 
 
 def test_run_parallel_never_runs_more_than_asked_and_reports_failures(tmp_path: Path) -> None:
