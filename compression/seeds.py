@@ -93,7 +93,7 @@ class SeedStudyConfig:
                 "the project's environment (make install, then .venv/bin/python -m compression seeds ...)"
             )
         reserved = {"--teacher", "--alpha", "--seed", "--output-dir", "--name", "--baseline", "--trials"}
-        reserved.add("--logits-cache")
+        reserved |= {"--logits-cache"}  # the study's own shared folder
         clash = reserved & {a.split("=")[0] for a in self.extra_args}
         if clash:
             raise ValueError(f"extra distill arguments may not set {sorted(clash)}: the study sets them per run")
@@ -126,13 +126,9 @@ def plan(cfg: SeedStudyConfig) -> list[Run]:
 def teacher_id(teacher_dir: Path) -> str:
     """sha256 of the teacher's weights file as it is (not the manifest's record): studies on different teachers
     must not be merged, and a teacher carried in fp16 to a GPU machine is a different teacher."""
-    import hashlib
+    from app.package import sha256_file
 
-    digest = hashlib.sha256()
-    with (Path(teacher_dir) / "model.safetensors").open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(Path(teacher_dir) / "model.safetensors")
 
 
 def recipe(cfg: SeedStudyConfig) -> dict[str, Any]:
@@ -297,7 +293,7 @@ def accuracy_parts(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[s
     if len(pairs) < 2 or not weights or max(weights) - min(weights) > 1e-6:
         return None
     w = statistics.fmean(weights)
-    parts = {"in_scope": [], "oos_recall": []}
+    parts: dict[str, list[float]] = {"in_scope": [], "oos_recall": []}
     for kd, a1 in pairs:
         parts["in_scope"].append(w * (kd["test"]["in_scope_accuracy"] - a1["test"]["in_scope_accuracy"]))
         parts["oos_recall"].append((1 - w) * (kd["test"]["oos_recall"] - a1["test"]["oos_recall"]))

@@ -10,6 +10,7 @@ compute an entry but never read a half-written one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -17,20 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.package import sha256_file
+
 logger = logging.getLogger(__name__)
 
 # Bump when the teacher pass changes what it returns for the same inputs: old entries then miss.
 CACHE_VERSION = 1
 KEYED_FILES = ("model.safetensors", "config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json")
-
-
-def _file_digest(path: Path) -> str:
-    """sha256 of one file, read in blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(teacher_dirs: Sequence[Path], texts: Sequence[str], max_length: int) -> str:
@@ -41,7 +35,7 @@ def cache_key(teacher_dirs: Sequence[Path], texts: Sequence[str], max_length: in
             raise FileNotFoundError(f"no model.safetensors in {teacher}: the logits cache keys on the teacher weights")
         for name in KEYED_FILES:
             path = Path(teacher) / name
-            digest.update(f"{name}={_file_digest(path) if path.is_file() else '-'}\n".encode())
+            digest.update(f"{name}={sha256_file(path) if path.is_file() else '-'}\n".encode())
     digest.update(f"{len(texts)} texts\n".encode())
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")  # \0 cannot occur in a query: no two text lists collide
@@ -66,9 +60,14 @@ def cached_logits(
         except Exception as exc:  # a damaged entry must cost a recomputation, never the run
             logger.warning("ignoring unreadable cache entry %s (%s); recomputing", path, exc)
     logits = compute()
-    cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file({"logits": logits.contiguous()}, tmp)
-    os.replace(tmp, path)  # atomic: a run reading side by side sees the old state or the whole new file
-    logger.info("teacher logits cached: %s", path)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        save_file({"logits": logits.contiguous()}, tmp)
+        os.replace(tmp, path)  # atomic: a run reading side by side sees the old state or the whole new file
+        logger.info("teacher logits cached: %s", path)
+    except OSError as exc:  # a full disk or a read-only folder costs the next run a pass, not this run
+        with contextlib.suppress(OSError):  # there may be no file, or not even a folder, to remove
+            tmp.unlink()
+        logger.warning("could not cache the teacher logits in %s (%s); continuing without", cache_dir, exc)
     return logits, False

@@ -254,17 +254,25 @@ def test_hidden_term_refuses_another_width_or_an_unknown_target(
         prepare(bad, load_clinc(str(clinc_json)))
 
 
-def test_alpha_one_skips_the_teacher_pass_without_changing_the_student(
-    tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from dataclasses import replace
-
+@pytest.fixture
+def teacher_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per teacher pass (call of compression.distill.teacher_outputs) from here on."""
     import compression.distill as distill_module
-    from compression.augment import AugmentConfig
 
     calls: list[int] = []
     real = distill_module.teacher_outputs
     monkeypatch.setattr(distill_module, "teacher_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_alpha_one_skips_the_teacher_pass_without_changing_the_student(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, teacher_passes: list[int]
+) -> None:
+    from dataclasses import replace
+
+    from compression.augment import AugmentConfig
+
+    calls = teacher_passes
     data = load_clinc(str(clinc_json))
     cfg = DistillConfig(
         teacher_dir=tiny_package, student="layers:0", alpha=1.0, epochs=1, learning_rate=5e-3, batch_size=16
@@ -295,15 +303,11 @@ def test_alpha_one_skips_the_teacher_pass_without_changing_the_student(
 
 
 def test_kd_runs_share_the_teacher_pass_through_the_logits_cache(
-    tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, teacher_passes: list[int]
 ) -> None:
     from dataclasses import replace
 
-    import compression.distill as distill_module
-
-    calls: list[int] = []
-    real = distill_module.teacher_outputs
-    monkeypatch.setattr(distill_module, "teacher_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = teacher_passes
     data = load_clinc(str(clinc_json))
     plain = DistillConfig(
         teacher_dir=tiny_package, student="layers:0", alpha=0.5, epochs=1, learning_rate=5e-3, batch_size=16

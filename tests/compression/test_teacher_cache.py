@@ -75,3 +75,11 @@ def test_an_entry_with_other_rows_is_recomputed(tiny_package: Path, tmp_path: Pa
     logits, hit = cached_logits(cache, [tiny_package], TEXTS, 32, lambda: torch.ones(len(TEXTS), 5))
     assert not hit
     assert logits.shape == (3, 5)
+
+
+def test_a_folder_that_cannot_be_written_costs_the_cache_not_the_run(tiny_package: Path, tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")  # mkdir under a file fails for root too, unlike permission bits
+    logits, hit = cached_logits(blocked / "cache", [tiny_package], TEXTS, 32, lambda: torch.ones(len(TEXTS), 5))
+    assert not hit
+    assert torch.equal(logits, torch.ones(len(TEXTS), 5))
