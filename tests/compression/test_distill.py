@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,13 @@ def test_hidden_term_refuses_another_width_or_an_unknown_target(
         prepare(bad, load_clinc(str(clinc_json)))
 
 
+def one_layer_student(teacher: Path, alpha: float) -> DistillConfig:
+    """The tiny teacher's one-layer student, one epoch: the recipe of the teacher-pass tests."""
+    return DistillConfig(
+        teacher_dir=teacher, student="layers:0", alpha=alpha, epochs=1, learning_rate=5e-3, batch_size=16
+    )
+
+
 @pytest.fixture
 def teacher_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """One entry per teacher pass (call of compression.distill.teacher_outputs) from here on."""
@@ -268,15 +276,9 @@ def teacher_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_alpha_one_skips_the_teacher_pass_without_changing_the_student(
     tiny_package: Path, clinc_json: Path, tmp_path: Path, teacher_passes: list[int]
 ) -> None:
-    from dataclasses import replace
-
     from compression.augment import AugmentConfig
 
-    calls = teacher_passes
-    data = load_clinc(str(clinc_json))
-    cfg = DistillConfig(
-        teacher_dir=tiny_package, student="layers:0", alpha=1.0, epochs=1, learning_rate=5e-3, batch_size=16
-    )
+    calls, data, cfg = teacher_passes, load_clinc(str(clinc_json)), one_layer_student(tiny_package, alpha=1.0)
     skipped = prepare(cfg, data)
     assert calls == []
     assert not skipped[2].soft_targets
@@ -305,13 +307,7 @@ def test_alpha_one_skips_the_teacher_pass_without_changing_the_student(
 def test_kd_runs_share_the_teacher_pass_through_the_logits_cache(
     tiny_package: Path, clinc_json: Path, tmp_path: Path, teacher_passes: list[int]
 ) -> None:
-    from dataclasses import replace
-
-    calls = teacher_passes
-    data = load_clinc(str(clinc_json))
-    plain = DistillConfig(
-        teacher_dir=tiny_package, student="layers:0", alpha=0.5, epochs=1, learning_rate=5e-3, batch_size=16
-    )
+    calls, data, plain = teacher_passes, load_clinc(str(clinc_json)), one_layer_student(tiny_package, alpha=0.5)
     cached = replace(plain, logits_cache=tmp_path / "cache")
     reference = prepare(plain, data)[2]
     first = prepare(cached, data)[2]
