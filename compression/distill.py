@@ -179,11 +179,12 @@ class DistillSplit(EncodedSplit):
         generated: dict[str, int] | None = None,
         hidden: list[Any] | None = None,
         soft_targets: bool = True,
+        cache_hits: int = 0,
     ) -> None:
         super().__init__(split, tokenizer, label2id, max_length)
         self.generated = generated or {}  # rows the teacher labelled, by kind (augmented, crossovers)
         self.soft_targets = soft_targets  # False: `logits` are zeros that nothing reads (see `needs_teacher_pass`)
-        self.cache_hits = 0  # parts of the transfer set whose logits came from a logits cache (set by `prepare`)
+        self.cache_hits = cache_hits  # parts of the transfer set whose logits a logits cache held
         for row, row_logits in zip(self.rows, logits, strict=True):
             row["teacher_logits"] = row_logits
         if hidden is not None:  # the teacher's states at the mapped layers, for the hidden-state term
@@ -506,8 +507,9 @@ def prepare(
         extra = crossover(data.train.texts, data.train.labels, cfg.augment.crossovers, cfg.augment.seed)
         add("crossovers", extra, lambda lg: teacher_decisions(rule, lg.numpy(), labels))
     split, logits = Split(texts, hard), torch.cat(parts)
-    train = DistillSplit(split, tokenizer, label2id, cfg.max_length, logits, generated, hidden_rows, computed)
-    train.cache_hits = sum(cache_hits)
+    train = DistillSplit(
+        split, tokenizer, label2id, cfg.max_length, logits, generated, hidden_rows, computed, sum(cache_hits)
+    )
     if hidden_rows is not None:  # token targets grow with the transfer set: say what they cost
         size = sum(h.numel() * h.element_size() for h in hidden_rows) / 2**20
         logger.info("hidden-state targets (%s, teacher layers %s): %.0f MB", cfg.hidden_target, layers, size)

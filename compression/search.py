@@ -62,10 +62,10 @@ def search(
 
 
 def _subset(train: DistillSplit, n: int, seed: int) -> DistillSplit:
+    import copy
     import random
 
     idx = sorted(random.Random(seed).sample(range(len(train)), n))
-    sub = DistillSplit.__new__(DistillSplit)
+    sub = copy.copy(train)  # every attribute of the full set (soft_targets, ...), only fewer rows
     sub.rows = [train.rows[i] for i in idx]
-    sub.generated, sub.soft_targets = train.generated, train.soft_targets
     return sub

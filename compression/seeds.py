@@ -92,8 +92,16 @@ class SeedStudyConfig:
                 f"torch is not installed for {sys.executable}, which runs the training jobs: run the study with "
                 "the project's environment (make install, then .venv/bin/python -m compression seeds ...)"
             )
-        reserved = {"--teacher", "--alpha", "--seed", "--output-dir", "--name", "--baseline", "--trials"}
-        reserved |= {"--logits-cache"}  # the study's own shared folder
+        reserved = {
+            "--teacher",
+            "--alpha",
+            "--seed",
+            "--output-dir",
+            "--name",
+            "--baseline",
+            "--trials",
+            "--logits-cache",
+        }
         clash = reserved & {a.split("=")[0] for a in self.extra_args}
         if clash:
             raise ValueError(f"extra distill arguments may not set {sorted(clash)}: the study sets them per run")
