@@ -33,7 +33,10 @@ from compression.evaluate import latency_queries, scores, split_logits, summariz
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_NAME = "teacher"
+# The reference row is the first of these packages present: the BERT-base-class teacher, else the MiniLM one.
+REFERENCE_NAMES = ("mpnet-teacher", "teacher")
+# A reference at least this large (fp32 MB) is itself BERT-base-sized: no random-weights stand-in row then.
+BERT_BASE_MB = 300.0
 REFERENCE_BACKEND = "torch"
 TIMING_ONLY_LABEL = "bert-base-shaped (timing only, random weights)"
 SCORE_KEYS = ("accuracy", "in_scope_accuracy", "oos_recall")
@@ -110,21 +113,24 @@ def find_packages(root: Path) -> list[Path]:
 
 
 def resolve_reference(manifests: dict[Path, Manifest], explicit: Path | None) -> Path | None:
-    """The reference package: `explicit`, else the one package whose manifest name is "teacher"."""
+    """The reference package: `explicit`, else the one package named "mpnet-teacher", else "teacher"."""
     if explicit is not None:
         return Path(explicit).resolve()
-    teachers = [p for p, m in manifests.items() if m.name == REFERENCE_NAME]
-    if len(teachers) > 1:
-        # e.g. a quick test build next to the real one: prefer the folder that is itself called "teacher".
-        named = [p for p in teachers if p.name == REFERENCE_NAME]
-        if len(named) != 1:
-            raise ValueError(
-                f"{len(teachers)} packages are named {REFERENCE_NAME!r} ({[str(p) for p in teachers]}); "
-                "pass --reference PACKAGE_DIR"
-            )
-        logger.warning("several packages named %r; using %s as the reference", REFERENCE_NAME, named[0])
-        teachers = named
-    return teachers[0] if teachers else None
+    for name in REFERENCE_NAMES:
+        teachers = [p for p, m in manifests.items() if m.name == name]
+        if len(teachers) > 1:
+            # e.g. a quick test build next to the real one: prefer the folder that is itself called so.
+            named = [p for p in teachers if p.name == name]
+            if len(named) != 1:
+                raise ValueError(
+                    f"{len(teachers)} packages are named {name!r} ({[str(p) for p in teachers]}); "
+                    "pass --reference PACKAGE_DIR"
+                )
+            logger.warning("several packages named %r; using %s as the reference", name, named[0])
+            teachers = named
+        if teachers:
+            return teachers[0]
+    return None
 
 
 def effective_threads(num_threads: int) -> int:
@@ -389,7 +395,7 @@ def _select_rows(cfg: BenchmarkConfig) -> tuple[list[tuple[Path, Manifest, str]]
             logger.info("adding the reference row %s/%s (ratios need it in the same run)", ref_dir, REFERENCE_BACKEND)
             pairs.insert(0, (ref_dir, ref_manifest, REFERENCE_BACKEND))
     else:
-        logger.warning("no package named %r and no --reference: ratio columns will be empty", REFERENCE_NAME)
+        logger.warning("no package named %s and no --reference: ratio columns will be empty", REFERENCE_NAMES)
     if not pairs:
         raise ValueError(f"no package x backend matches backends={cfg.backends} in {[str(d) for d in manifests]}")
     return pairs, ref_dir, skipped
@@ -426,7 +432,7 @@ def run_benchmark(cfg: BenchmarkConfig, test: Split, data_source: str) -> dict[s
             backends.append(backend)
             if is_ref:
                 reference = row
-        if cfg.bert_base:
+        if cfg.bert_base and (reference is None or reference["size_mb"] < BERT_BASE_MB):
             tok_dir = ref_dir or pairs[0][0]  # the teacher's tokenizer; its label count (151 on CLINC150)
             tok_manifest = read_manifest(tok_dir)
             config = bert_base_config(len(tok_manifest.labels))

@@ -32,7 +32,11 @@ def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
 
 def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    p.add_argument("--base-model", dest="base_model", help="HF model id or local dir")
+    p.add_argument(
+        "--base-model",
+        dest="base_model",
+        help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, another HF id, or a local folder",
+    )
     p.add_argument("--output-dir", dest="output_dir", help="package folder to write (default artifacts/teacher)")
     p.add_argument("--name", help="package name recorded in the manifest")
     p.add_argument("--epochs", type=float)
@@ -42,6 +46,9 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-train-samples", dest="max_train_samples", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--num-threads", dest="num_threads", type=int)
+    p.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, help="bf16 autocast in training (default: the preset's)"
+    )
 
 
 def _add_distill_args(p: argparse.ArgumentParser) -> None:
@@ -53,7 +60,15 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
         default=[],
         help="another teacher package whose logits are averaged into the soft targets (repeatable)",
     )
-    p.add_argument("--student", default="layers:0,2,4", help='"layers:i,j,k" of the teacher, or an HF id / dir')
+    p.add_argument(
+        "--student",
+        default="layers:0,2,4",
+        help='"layers:i,j,k" of the teacher, or a base model (all-MiniLM-L6-v2, an HF id or a folder) read with '
+        "its own tokenizer",
+    )
+    p.add_argument(
+        "--student-layers", default="", help='with a base-model --student: keep only these of its layers ("0,2,4")'
+    )
     p.add_argument("--output-dir", type=Path, default=Path("artifacts/student"))
     p.add_argument("--name", default="student")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label cross-entropy")
@@ -115,6 +130,7 @@ def run_distill(args: argparse.Namespace, data: ClincData) -> list[Path]:
         teacher_dir=args.teacher,
         extra_teachers=tuple(args.extra_teacher),
         student=args.student,
+        student_layers=args.student_layers,
         output_dir=args.output_dir,
         name=args.name,
         alpha=args.alpha,
@@ -432,6 +448,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("compression", "app"):
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
 
+    from compression.base_models import BaseModelError
+
+    try:
+        return _dispatch(parser, args)
+    except BaseModelError as exc:  # a missing or damaged base encoder: one line naming the fix
+        raise SystemExit(f"{args.command}: {exc}") from None
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the chosen command."""
     from compression.data import load_clinc
 
     if args.command == "finetune":

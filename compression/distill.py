@@ -27,6 +27,8 @@ class DistillConfig(FinetuneConfig):
     # better than any of its members); the student is still built from `teacher_dir` for "layers:...".
     extra_teachers: tuple[Path, ...] = ()
     student: str = "layers:0,2,4"
+    # For a base-model student (a name, HF id or folder): keep only these of its layers ("0,2,4"; "" = all).
+    student_layers: str = ""
     output_dir: Path = Path("artifacts/student")
     name: str = "student"
     alpha: float = 0.5
@@ -142,14 +144,39 @@ def check_same_tokenizer(teacher_tok: Any, student_tok: Any, student_id: str) ->
         raise ValueError(f"student {student_id!r} lowercases differently (do_lower_case {lower[1]} vs {lower[0]})")
 
 
-def make_student(cfg: DistillConfig, teacher: Any, teacher_tok: Any, labels: list[str]) -> Any:
-    """Build the student model from `cfg.student`."""
+def parse_layers(spec: str) -> list[int]:
+    """ "0,2,4" -> [0, 2, 4]; a clear error for anything else."""
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"student layers {spec!r} must be comma-separated layer indices, e.g. 0,2,4") from None
+
+
+def student_tokenizer(cfg: DistillConfig, teacher_tok: Any) -> Any:
+    """The tokenizer the student reads: the teacher's for "layers:...", else the student base model's own."""
+    if subset_layers(cfg.student) is not None:
+        return teacher_tok
+    from transformers import AutoTokenizer
+
+    from compression.base_models import resolve_base_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(cfg.student))
+    if not tokenizer.is_fast:
+        raise ValueError(f"student {cfg.student!r} has no fast tokenizer (tokenizer.json); the service needs one")
+    return tokenizer
+
+
+def make_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, labels: list[str]) -> Any:
+    """Build the student model from `cfg.student` (and `cfg.student_layers`); `tokenizer` is the student's."""
     layers = subset_layers(cfg.student)
     if layers is not None:
         return student_from_teacher_layers(teacher, layers)
     check_label_order(cfg.student, labels)
-    student_tok, student = load_classifier(cfg.student, labels)
-    check_same_tokenizer(teacher_tok, student_tok, cfg.student)
+    own_tok, student = load_classifier(cfg.student, labels)
+    # The transfer set was encoded with `tokenizer`: the student must read the same token ids.
+    check_same_tokenizer(tokenizer, own_tok, cfg.student)
+    if cfg.student_layers:
+        student = student_from_teacher_layers(student, parse_layers(cfg.student_layers))
     return student
 
 
@@ -157,7 +184,9 @@ def check_label_order(student_id: str, labels: list[str]) -> None:
     """Refuse a trained student (local package or HF id) whose head rows are the teacher's labels reordered."""
     from transformers import AutoConfig
 
-    id2label = AutoConfig.from_pretrained(student_id).id2label
+    from compression.base_models import resolve_base_model
+
+    id2label = AutoConfig.from_pretrained(resolve_base_model(student_id)).id2label
     own = [id2label[i] for i in range(len(id2label))]
     if sorted(own) == sorted(labels) and own != labels:
         raise ValueError(
@@ -418,14 +447,16 @@ def hidden_layers(cfg: DistillConfig, teacher: Any) -> list[int]:
     else:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(cfg.student)
+        from compression.base_models import resolve_base_model
+
+        config = AutoConfig.from_pretrained(resolve_base_model(cfg.student))
         if config.hidden_size != teacher.config.hidden_size:
             raise ValueError(
                 f"--hidden-weight compares hidden states, so the student needs the teacher's hidden size: "
                 f"{cfg.student!r} has {config.hidden_size}, the teacher {teacher.config.hidden_size} "
                 "(use layers:... or --hidden-weight 0)"
             )
-        count = config.num_hidden_layers
+        count = len(parse_layers(cfg.student_layers)) if cfg.student_layers else config.num_hidden_layers
     return teacher_layer_map(cfg.student, n, count)
 
 
@@ -444,6 +475,8 @@ def prepare(
 ) -> tuple[Any, Any, DistillSplit, dict[str, int]]:
     """Load the teacher and the transfer set (train + noisy copies + crossovers) with precomputed soft targets.
 
+    Returns (teacher, the student's tokenizer, the transfer set encoded with it, label2id).
+
     The teacher pass is skipped when `cfg` reads no soft targets, unless `teacher_pass` (e.g. a search over alpha).
     """
     import torch
@@ -451,6 +484,10 @@ def prepare(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     teacher, tokenizer = load_teacher(cfg.teacher_dir)
+    # Soft targets are the teacher's logits on the same texts, each model reading them with its own tokenizer.
+    student_tok = student_tokenizer(cfg, tokenizer)
+    if cfg.hidden_weight and cfg.hidden_target == "tokens" and student_tok.get_vocab() != tokenizer.get_vocab():
+        raise ValueError("--hidden-target tokens compares token by token: the student needs the teacher's tokenizer")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher.to(device)  # only for the logits pass; training moves the student itself
     # The student keeps the teacher's logit order, so soft targets line up label by label.
@@ -508,12 +545,12 @@ def prepare(
         add("crossovers", extra, lambda lg: teacher_decisions(rule, lg.numpy(), labels))
     split, logits = Split(texts, hard), torch.cat(parts)
     train = DistillSplit(
-        split, tokenizer, label2id, cfg.max_length, logits, generated, hidden_rows, computed, sum(cache_hits)
+        split, student_tok, label2id, cfg.max_length, logits, generated, hidden_rows, computed, sum(cache_hits)
     )
     if hidden_rows is not None:  # token targets grow with the transfer set: say what they cost
         size = sum(h.numel() * h.element_size() for h in hidden_rows) / 2**20
         logger.info("hidden-state targets (%s, teacher layers %s): %.0f MB", cfg.hidden_target, layers, size)
-    return teacher, tokenizer, train, label2id
+    return teacher, student_tok, train, label2id
 
 
 def logits_note(cfg: DistillConfig, train: DistillSplit) -> str:

@@ -50,6 +50,7 @@ def training_args(cfg: FinetuneConfig, work_dir: Path) -> Any:
         report_to=[],
         seed=cfg.seed,
         use_cpu=not torch.cuda.is_available(),
+        bf16=cfg.bf16,
         dataloader_num_workers=0,
     )
 
@@ -58,7 +59,16 @@ def load_classifier(model_id: str, labels: list[str]) -> tuple[Any, Any]:
     """Load tokenizer + a sequence classifier head over `labels` from an HF id or local dir."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_id)
+    from compression.base_models import BaseModelError, install_hint, lookup, resolve_base_model
+
+    resolved = resolve_base_model(model_id)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+    except OSError as exc:
+        if lookup(model_id) is None and not Path(model_id).exists():
+            raise
+        raise BaseModelError(f"cannot load base model {model_id!r} ({exc}); {install_hint(model_id)}") from None
+    model_id = resolved
     if not tokenizer.is_fast:
         raise ValueError(f"{model_id} has no fast tokenizer (tokenizer.json); the service needs one")
     model = AutoModelForSequenceClassification.from_pretrained(

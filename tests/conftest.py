@@ -129,3 +129,68 @@ def package_copy(tiny_package: Path, tmp_path: Path) -> Path:
 def clinc_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic CLINC150-format data file (with domains.json beside it)."""
     return write_clinc_json(tmp_path_factory.mktemp("data") / "data_oos_plus.json")
+
+
+MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]
+
+
+def build_tiny_mpnet(work: Path):
+    """A 2-layer, hidden-32 MPNet classifier (no token types, <s>/</s> specials, relative positions), trained briefly."""
+    import torch
+    from transformers import MPNetConfig, MPNetForSequenceClassification, MPNetTokenizerFast
+
+    torch.manual_seed(0)
+    vocab = work / "mpnet-vocab.txt"
+    vocab.write_text("\n".join([*MPNET_SPECIALS, *VOCAB[5:]]) + "\n")
+    tokenizer = MPNetTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    config = MPNetConfig(
+        vocab_size=len(MPNET_SPECIALS) + len(VOCAB) - 5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
+    model = MPNetForSequenceClassification(config)
+    texts, labels = synthetic_split(240, seed=1)
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    y = torch.tensor([LABELS.index(label) for label in labels])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(60):
+        loss = model(**enc, labels=y).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MPNet model package (safetensors, ONNX, ONNX int8, manifest) built by the real compression code."""
+    from compression.export import ExportConfig, export
+    from compression.packaging import save_torch_package
+    from compression.quantize import QuantizeConfig, quantize
+
+    work = tmp_path_factory.mktemp("tiny-mpnet")
+    model, tokenizer = build_tiny_mpnet(work)
+    package = work / "package"
+    save_torch_package(
+        model,
+        tokenizer,
+        package,
+        name="tiny-mpnet",
+        labels=LABELS,
+        domains=DOMAINS,
+        max_length=32,
+        source={"base_model": "tiny-mpnet", "dataset": "synthetic"},
+        oos_threshold=0.3,
+    )
+    export(ExportConfig(package))
+    quantize(QuantizeConfig(package))
+    return package

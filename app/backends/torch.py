@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 import torch
 
@@ -35,6 +38,11 @@ class TorchBackend(Backend):
             raise PackageError(f"transformers cannot load {self.package_dir}: {exc}") from exc
         self.model = self.convert(model.eval())
 
+    @functools.cached_property
+    def uses_token_types(self) -> bool:
+        """MPNet and other RoBERTa-style encoders have no segment embeddings: their forward takes no token types."""
+        return "token_type_ids" in inspect.signature(self.model.forward).parameters
+
     def convert(self, model: torch.nn.Module) -> torch.nn.Module:
         """Hook for subclasses that transform the loaded model."""
         return model
@@ -42,11 +50,13 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def infer(self, batch: Encoded) -> np.ndarray:
         """Forward pass; returns float32 logits."""
-        out = self.model(
-            input_ids=torch.from_numpy(batch.input_ids),
-            attention_mask=torch.from_numpy(batch.attention_mask),
-            token_type_ids=torch.from_numpy(batch.token_type_ids),
-        )
+        inputs = {
+            "input_ids": torch.from_numpy(batch.input_ids),
+            "attention_mask": torch.from_numpy(batch.attention_mask),
+        }
+        if self.uses_token_types:
+            inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids)
+        out = self.model(**inputs)
         return out.logits.float().numpy()
 
 

@@ -233,6 +233,28 @@ def test_reference_resolution(tiny_package: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--reference"):
         resolve_reference({tmp_path / "a": teacher, tmp_path / "b": teacher}, None)
     assert resolve_reference(both, tmp_path / "b") == (tmp_path / "b").resolve()
+    # The BERT-base-class teacher is the reference when present; the MiniLM teacher stays a row.
+    mpnet = read_manifest(tiny_package).model_copy(update={"name": "mpnet-teacher"})
+    assert resolve_reference({tmp_path / "t": teacher, tmp_path / "m": mpnet, tmp_path / "x": other}, None) == (
+        tmp_path / "m"
+    )
+
+
+def test_a_bert_base_sized_reference_needs_no_timing_only_row(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(tiny_package, artifacts / "mpnet-teacher")
+    update_manifest(artifacts / "mpnet-teacher", name="mpnet-teacher")
+    monkeypatch.setattr("compression.benchmark.bert_base_config", tiny_bert_config)
+    data = load_clinc(str(clinc_json))
+    cfg = BenchmarkConfig(artifacts=artifacts, backends=("onnx-int8",), latency_runs=4, warmup_runs=1, num_threads=1)
+    with_row = [r["label"] for r in run_benchmark(cfg, data.test, data.source)["rows"]]
+    assert with_row[-1] == TIMING_ONLY_LABEL  # a small reference: the random stand-in is timed
+    monkeypatch.setattr("compression.benchmark.BERT_BASE_MB", 0.01)  # the reference is now "BERT-base-sized"
+    rows = run_benchmark(cfg, data.test, data.source)["rows"]
+    assert [r["label"] for r in rows] == ["mpnet-teacher/torch", "mpnet-teacher/onnx-int8"]
+    assert rows[0]["is_reference"]
 
 
 @pytest.mark.parametrize("n", [3, 12, 20, 25])
