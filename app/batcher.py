@@ -17,7 +17,7 @@ INFERENCE_THREAD = "inference"  # name prefix of the model threads
 
 
 class InferenceError(RuntimeError):
-    """The model failed on a batch; only that batch's callers see it."""
+    """The model failed on a text even when run alone; only that text's caller sees it."""
 
 
 class QueueFullError(RuntimeError):
@@ -29,6 +29,12 @@ class _Item:
     text: str
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.perf_counter)
+
+
+def _summary(exc: BaseException) -> str:
+    """Exception type and first line of its message, bounded: enough to tell faults apart in the log."""
+    first = str(exc).split("\n", 1)[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class MicroBatcher:
@@ -134,19 +140,47 @@ class MicroBatcher:
         start = time.perf_counter()
         waits = [start - item.enqueued for item in batch]
         try:
-            probs = await loop.run_in_executor(self.executor, self.predict, [i.text for i in batch])
+            await self._infer(loop, batch, waits)
         except asyncio.CancelledError:
             self._fail(batch, "service is shutting down")
             raise
-        except Exception:
-            logger.exception("inference failed on a batch of %d", len(batch))
-            self._fail(batch, "inference failed")
-            return
+        except Exception as exc:
+            if len(batch) == 1:
+                self._fail_item(batch[0], exc)
+                return
+            # One text the model cannot take (or a passing fault) must not fail the texts batched with it:
+            # each is retried alone, so only a text that fails by itself gets the error.
+            logger.warning(
+                "inference failed on a batch of %d (%s); retrying its texts one by one", len(batch), _summary(exc)
+            )
+            for item, wait in zip(batch, waits, strict=True):
+                if item.future.done():  # the caller left meanwhile: no model time for it
+                    continue
+                try:
+                    await self._infer(loop, [item], [wait + time.perf_counter() - start])
+                except asyncio.CancelledError:
+                    self._fail(batch, "service is shutting down")
+                    raise
+                except Exception as item_exc:
+                    self._fail_item(item, item_exc)
+
+    async def _infer(self, loop: asyncio.AbstractEventLoop, items: list[_Item], waits: list[float]) -> None:
+        """One model call for these items; their futures get their rows (exceptions propagate)."""
+        start = time.perf_counter()
+        probs = await loop.run_in_executor(self.executor, self.predict, [i.text for i in items])
         if self.on_batch is not None:
-            self.on_batch(len(batch), time.perf_counter() - start, waits)
-        for item, row in zip(batch, probs, strict=True):
+            self.on_batch(len(items), time.perf_counter() - start, waits)
+        for item, row in zip(items, probs, strict=True):
             if not item.future.done():
                 item.future.set_result(row)
+
+    @staticmethod
+    def _fail_item(item: _Item, exc: Exception) -> None:
+        # One line per failed text; the traceback only at DEBUG, so a stream of bad inputs cannot flood the log.
+        logger.error("inference failed on a text (%s)", _summary(exc))
+        logger.debug("inference failure", exc_info=exc)
+        if not item.future.done():
+            item.future.set_exception(InferenceError("inference failed"))
 
     @staticmethod
     def _fail(batch: list[_Item], message: str) -> None:

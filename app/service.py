@@ -135,7 +135,7 @@ class IntentClassifier:
         if self.cache is None:
             return self.batcher.enqueue(texts)
         keys = [self.cache.key(t) for t in texts]
-        cached = [self.cache.get(k) for k in keys]
+        cached = [self.cache.get(k) if k is not None else None for k in keys]
         misses = [i for i, row in enumerate(cached) if row is None]
         queued = iter(self.batcher.enqueue([texts[i] for i in misses]))
         loop = asyncio.get_running_loop()
@@ -144,7 +144,8 @@ class IntentClassifier:
             self.metrics.cache.labels(result="hit" if row is not None else "miss").inc()
             if row is None:
                 future = next(queued)
-                future.add_done_callback(lambda f, key=key: self._remember(key, f))
+                if key is not None:
+                    future.add_done_callback(lambda f, key=key: self._remember(key, f))
             else:
                 future = loop.create_future()
                 future.set_result(row)

@@ -45,7 +45,7 @@ ERROR_DOCS: dict[int, tuple[str, dict]] = {
     413: ("body over INTENT_MAX_BODY_BYTES", {}),
     422: ("invalid field", {}),
     429: ("queue full (INTENT_MAX_QUEUE): retry after Retry-After", RETRY_AFTER),
-    503: ("not ready, shutting down, or the model failed on this batch", RETRY_AFTER),
+    503: ("not ready, shutting down, or the model failed on this request's text", RETRY_AFTER),
     504: ("no answer within INTENT_REQUEST_TIMEOUT_MS", {}),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -20,11 +21,12 @@ def anyio_backend() -> str:
 
 
 class Model:
-    """Returns [len(text), batch index] rows; optionally blocks or fails on chosen calls."""
+    """Returns [len(text), batch index] rows; optionally blocks, or fails on chosen calls or texts."""
 
-    def __init__(self, delay: float = 0.0, fail_on: set[int] | None = None) -> None:
+    def __init__(self, delay: float = 0.0, fail_on: set[int] | None = None, poison: set[str] | None = None) -> None:
         self.delay = delay
-        self.fail_on = fail_on or set()
+        self.fail_on = fail_on or set()  # calls that fail whatever their texts (a passing fault)
+        self.poison = poison or set()  # texts that fail every call they are in
         self.batches: list[list[str]] = []
         self.release = threading.Event()
         self.release.set()
@@ -34,7 +36,7 @@ class Model:
         call = len(self.batches)
         self.batches.append(list(texts))
         time.sleep(self.delay)
-        if call in self.fail_on:
+        if call in self.fail_on or self.poison & set(texts):
             raise RuntimeError("boom: secret internal detail")
         return np.asarray([[len(t), call] for t in texts], dtype=np.float32)
 
@@ -84,22 +86,65 @@ async def test_max_wait_gathers_stragglers_under_load() -> None:
     assert model.batches == [["a"], ["b", "c", "d"]]
 
 
-async def test_exception_fails_only_its_batch() -> None:
+async def test_a_failing_text_fails_alone_and_its_batch_mates_are_answered(caplog: pytest.LogCaptureFixture) -> None:
+    model = Model(poison={"ccc"})
+    model.release.clear()
+    batcher = await started(model, max_batch_size=2, max_wait_ms=0)
+    tasks = [asyncio.create_task(batcher.submit(t)) for t in ("a", "bb", "ccc", "dddd", "eeeee")]
+    await asyncio.sleep(0.05)
+    caplog.set_level(logging.INFO, logger="app.batcher")
+    model.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    after = await batcher.submit("ffffff")
+    await batcher.stop()
+    # The batch holding the bad text fails, then each of its texts runs alone: only the bad one fails.
+    assert model.batches == [["a", "bb"], ["ccc", "dddd"], ["ccc"], ["dddd"], ["eeeee"], ["ffffff"]]
+    assert isinstance(results[2], InferenceError)
+    assert "secret" not in str(results[2])
+    assert [int(r[0]) for i, r in enumerate(results) if i != 2] == [1, 2, 4, 5]
+    assert int(after[0]) == 6
+    records = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert records == [
+        (
+            "WARNING",
+            "inference failed on a batch of 2 (RuntimeError: boom: secret internal detail); "
+            "retrying its texts one by one",
+        ),
+        ("ERROR", "inference failed on a text (RuntimeError: boom: secret internal detail)"),
+    ]
+    assert all(r.exc_info is None for r in caplog.records)  # one line per failure, no traceback
+
+
+async def test_a_passing_fault_costs_no_caller() -> None:
     model = Model(fail_on={1})
     model.release.clear()
     batcher = await started(model, max_batch_size=2, max_wait_ms=0)
     tasks = [asyncio.create_task(batcher.submit(t)) for t in ("a", "bb", "ccc", "dddd", "eeeee")]
     await asyncio.sleep(0.05)
     model.release.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    after = await batcher.submit("ffffff")
+    results = await asyncio.gather(*tasks)
     await batcher.stop()
-    assert [len(b) for b in model.batches] == [2, 2, 1, 1]
-    assert [int(r[0]) for r in results[:2]] == [1, 2]
-    assert all(isinstance(r, InferenceError) for r in results[2:4])
-    assert "secret" not in str(results[2])
-    assert int(results[4][0]) == 5
-    assert int(after[0]) == 6
+    assert [len(b) for b in model.batches] == [2, 2, 1, 1, 1]
+    assert [int(r[0]) for r in results] == [1, 2, 3, 4, 5]
+
+
+async def test_a_caller_gone_during_the_retry_costs_no_model_time() -> None:
+    model = Model(delay=0.1, poison={"bad"})  # the failing batch runs long enough to leave during it
+    model.release.clear()
+    batcher = await started(model, max_batch_size=8, max_wait_ms=0)
+    first = asyncio.create_task(batcher.submit("first"))
+    await asyncio.sleep(0.02)
+    futures = batcher.enqueue(["bad", "gone", "kept"])
+    await asyncio.sleep(0.02)
+    model.release.set()
+    await first
+    await asyncio.sleep(0.02)
+    futures[1].cancel()  # while the batch that will fail is in the model
+    with pytest.raises(InferenceError):
+        await futures[0]
+    assert int((await futures[2])[0]) == 4
+    await batcher.stop()
+    assert model.batches == [["first"], ["bad", "gone", "kept"], ["bad"], ["kept"]]
 
 
 async def test_cancelled_waiting_client_costs_no_model_time() -> None:
