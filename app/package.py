@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ BACKEND_FILES: dict[str, str] = {
     "onnx-int8": "model_quantized.onnx",
 }
 TOKENIZER_FILE = "tokenizer.json"
+# Read when present: verified then, but a package may do without it.
+OPTIONAL_FILES = ("tokenizer_config.json",)
 
 
 class PackageError(RuntimeError):
@@ -78,6 +82,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def os_reason(exc: OSError) -> str:
+    """ "permission denied" rather than "[Errno 13] Permission denied: '/long/path'"."""
+    return exc.strerror.lower() if exc.strerror else str(exc)
+
+
 def read_manifest(package_dir: Path) -> Manifest:
     """Parse a package's manifest.json with actionable errors."""
     path = Path(package_dir) / MANIFEST
@@ -86,9 +95,15 @@ def read_manifest(package_dir: Path) -> Manifest:
     if not path.is_file():
         raise PackageError(f"{path} is missing; build a package with `python -m compression build`")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise PackageError(f"cannot read {path}: {os_reason(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise PackageError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise PackageError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PackageError(f"{path} is not a JSON object (found {type(data).__name__})")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise PackageError(
             f"{path}: schema_version {data.get('schema_version')!r} is not supported (expected {SCHEMA_VERSION})"
@@ -105,6 +120,18 @@ def read_manifest(package_dir: Path) -> Manifest:
     return manifest
 
 
+def readable_by_umask(path: Path) -> None:
+    """Give a written file the mode the umask allows (some writers, e.g. safetensors, create files as 0600).
+
+    A package is often built by one user and served by another (a container mounting it read-only).
+    """
+    umask = os.umask(0)
+    os.umask(umask)  # reading the umask means setting it; put it back at once
+    mode = 0o666 & ~umask
+    if stat.S_IMODE(path.stat().st_mode) != mode:  # unchanged files need no chmod (nor ownership)
+        path.chmod(mode)
+
+
 def write_manifest(package_dir: Path, manifest: Manifest) -> None:
     """Hash every package file into the manifest, record available backends, and write it."""
     package_dir = Path(package_dir)
@@ -113,6 +140,8 @@ def write_manifest(package_dir: Path, manifest: Manifest) -> None:
         for p in sorted(package_dir.iterdir())
         if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
     }
+    for name in files:
+        readable_by_umask(package_dir / name)
     manifest.files = files
     manifest.backends = [b for b, f in BACKEND_FILES.items() if f in files]
     (package_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
@@ -128,8 +157,12 @@ def update_manifest(package_dir: Path, **fields: Any) -> Manifest:
     return manifest
 
 
-def verify_package(package_dir: Path, backend: str, required: set[str]) -> Manifest:
-    """Check that a package can serve `backend`: `required` files present, every file's sha256 matching."""
+def verify_package(package_dir: Path, backend: str, required: set[str] | None = None) -> Manifest:
+    """Check that a package can serve `backend`: the sha256 of the files it reads.
+
+    `required`: the files the backend reads (each must be listed), plus the optional tokenizer config when
+    present; None: every file the manifest lists.
+    """
     package_dir = Path(package_dir)
     manifest = read_manifest(package_dir)
     if backend in BACKEND_FILES and backend not in manifest.backends:
@@ -137,13 +170,23 @@ def verify_package(package_dir: Path, backend: str, required: set[str]) -> Manif
             f"backend {backend!r} is not in package {package_dir} (it has {manifest.backends}); "
             "run `python -m compression export`/`quantize` or pick another INTENT_BACKEND"
         )
-    for name in sorted(required - set(manifest.files)):
+    if required is None:
+        names = set(manifest.files)
+    else:
+        # lexists: a link counts as present whatever it points to.
+        present = {n for n in OPTIONAL_FILES if n in manifest.files or os.path.lexists(package_dir / n)}
+        names = required | present
+    for name in sorted(names - set(manifest.files)):
         raise PackageError(f"{package_dir / name} is not listed in the manifest's files (unverifiable)")
-    for name, expected in sorted(manifest.files.items()):
+    for name in sorted(names):
         path = package_dir / name
         if not path.is_file():
             raise PackageError(f"package file missing: {path}")
-        if sha256_file(path) != expected:
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise PackageError(f"cannot read model file {path}: {os_reason(exc)}") from exc
+        if digest != manifest.files[name]:
             raise PackageError(f"sha256 mismatch for {path}: the file was modified or corrupted")
     return manifest
 

@@ -36,6 +36,11 @@ class Backend(ABC):
         """Files of the package this backend reads."""
         return {BACKEND_FILES[cls.name], TOKENIZER_FILE}
 
+    @classmethod
+    def verified_files(cls) -> set[str] | None:
+        """Files whose sha256 is checked before loading (None: every listed file); files never read need none."""
+        return cls.required_files()
+
     def make_encoder(self) -> TextEncoder | None:
         """The tokenizer from the package's tokenizer.json."""
         return TextEncoder(self.package_dir, self.manifest.max_length)
@@ -115,7 +120,7 @@ def backend_class(name: str) -> type[Backend]:
 def verify_for(name: str, package_dir: Path) -> tuple[type[Backend], Manifest]:
     """The backend class for `name` and the package's manifest, verified for it (files, sha256); PackageError."""
     cls = backend_class(name)
-    return cls, verify_package(Path(package_dir), name, cls.required_files())
+    return cls, verify_package(Path(package_dir), name, cls.verified_files())
 
 
 def load_backend(name: str, package_dir: Path, num_threads: int = 0) -> Backend:
