@@ -157,14 +157,33 @@ def update_manifest(package_dir: Path, **fields: Any) -> Manifest:
     return manifest
 
 
+def check_file_names(package_dir: Path, manifest: Manifest) -> None:
+    """Refuse a manifest naming anything but a file of the package folder itself (no paths, no links out).
+
+    Checked from the names and links alone, never by opening a target: an error must not tell whether a
+    file outside the package exists.
+    """
+    folder = Path(package_dir).resolve()
+    for name in sorted(manifest.files):
+        if name in {"", ".", "..", MANIFEST} or Path(name).name != name or "\\" in name or "\0" in name:
+            raise PackageError(f"{folder / MANIFEST}: files: {name!r} is not a file name of the package folder")
+        try:
+            inside = (folder / name).resolve().is_relative_to(folder)
+        except (OSError, RuntimeError):  # a link loop
+            inside = False
+        if not inside:
+            raise PackageError(f"package file {name!r} is a link that leads outside the package folder {folder}")
+
+
 def verify_package(package_dir: Path, backend: str, required: set[str] | None = None) -> Manifest:
-    """Check that a package can serve `backend`: the sha256 of the files it reads.
+    """Check that a package can serve `backend`: file names, then the sha256 of the files it reads.
 
     `required`: the files the backend reads (each must be listed), plus the optional tokenizer config when
     present; None: every file the manifest lists.
     """
     package_dir = Path(package_dir)
     manifest = read_manifest(package_dir)
+    check_file_names(package_dir, manifest)
     if backend in BACKEND_FILES and backend not in manifest.backends:
         raise PackageError(
             f"backend {backend!r} is not in package {package_dir} (it has {manifest.backends}); "

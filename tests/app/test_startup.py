@@ -14,7 +14,7 @@ import pytest
 
 from app.core.config import Settings
 from app.metrics import Metrics
-from app.package import BACKEND_FILES, PackageError, read_manifest, write_manifest
+from app.package import BACKEND_FILES, PackageError, read_manifest, sha256_file, write_manifest
 from app.service import IntentClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,3 +246,39 @@ def test_package_files_get_their_mode_from_the_umask(tiny_package: Path, tmp_pat
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tiny_package.iterdir()}
     assert modes == dict.fromkeys(modes, 0o666 & ~old)
     assert "model.safetensors" in modes
+
+
+def list_outside_file(pkg: Path, name: str, target: Path) -> None:
+    """Add `name` to the manifest's files, with the target's true sha256 when it exists."""
+    data = json.loads((pkg / "manifest.json").read_text())
+    data["files"][name] = sha256_file(target) if target.is_file() else "0" * 64
+    (pkg / "manifest.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/etc/no-such-file"])
+def test_manifest_cannot_name_a_file_outside_the_package(package_copy: Path, target: str) -> None:
+    name = "../../../../../.." + target
+    list_outside_file(package_copy, name, Path(target))
+    proc = start(package_copy, "onnx")
+    assert proc.returncode == 2, proc.stderr
+    # The same line whether the file exists (right hash) or not: nothing learnt about the machine.
+    assert proc.stderr.strip() == (
+        f"intentserve: error: {package_copy.resolve() / 'manifest.json'}: files: {name!r} "
+        "is not a file name of the package folder"
+    )
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_weights_linked_out_of_the_package_are_refused(package_copy: Path, tmp_path: Path, exists: bool) -> None:
+    outside = tmp_path / "outside" / "model.onnx"
+    outside.parent.mkdir()
+    (package_copy / "model.onnx").rename(outside)  # the very file, with its right hash
+    if not exists:
+        outside.unlink()
+    (package_copy / "model.onnx").symlink_to(outside)
+    proc = start(package_copy, "onnx", INTENT_MODEL_ROOT=str(tmp_path))  # the link stays inside the model root
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "intentserve: error: package file 'model.onnx' is a link that leads outside the package folder "
+        f"{package_copy.resolve()}"
+    )
