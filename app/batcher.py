@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.core.logs import request_id_var
+
 logger = logging.getLogger(__name__)
 INFERENCE_THREAD = "inference"  # name prefix of the model threads
 
@@ -29,6 +31,8 @@ class _Item:
     text: str
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.perf_counter)
+    # The worker task runs outside every request: log lines about this text name its request explicitly.
+    request_id: str | None = field(default_factory=request_id_var.get)
 
 
 def _summary(exc: BaseException) -> str:
@@ -177,8 +181,12 @@ class MicroBatcher:
     @staticmethod
     def _fail_item(item: _Item, exc: Exception) -> None:
         # One line per failed text; the traceback only at DEBUG, so a stream of bad inputs cannot flood the log.
-        logger.error("inference failed on a text (%s)", _summary(exc))
-        logger.debug("inference failure", exc_info=exc)
+        token = request_id_var.set(item.request_id)
+        try:
+            logger.error("inference failed on a text (%s)", _summary(exc))
+            logger.debug("inference failure", exc_info=exc)
+        finally:
+            request_id_var.reset(token)
         if not item.future.done():
             item.future.set_exception(InferenceError("inference failed"))
 
