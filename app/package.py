@@ -6,9 +6,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import stat
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -208,6 +209,32 @@ def verify_package(package_dir: Path, backend: str, required: set[str] | None = 
         if digest != manifest.files[name]:
             raise PackageError(f"sha256 mismatch for {path}: the file was modified or corrupted")
     return manifest
+
+
+# An absolute POSIX path inside a string: not the "/A" of "N/A", nor the "//host/x" of a URL.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\",;()\[\]{}]*")
+
+
+def without_machine_paths(value: Any, root: Path) -> Any:
+    """`value` (JSON-like) with each absolute path made relative to `root`, or cut to its last part outside it.
+
+    Manifests record where a package came from (data files, teachers, output folders) as they were given to
+    the build, often absolute: the API shows them without telling how this machine's disks are laid out.
+    """
+    if isinstance(value, dict):
+        return {k: without_machine_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_machine_paths(v, root) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def relative(match: re.Match[str]) -> str:
+        path = PurePosixPath(match.group(0))
+        if path.is_relative_to(root):
+            return str(path.relative_to(root))
+        return path.name or "/"
+
+    return _ABSOLUTE_PATH.sub(relative, value)
 
 
 def resolve_inside(path: Path, root: Path) -> Path:

@@ -25,7 +25,8 @@ from app.api.schemas import (
     is_blank,
 )
 from app.batcher import InferenceError, QueueFullError
-from app.package import PackageError, PackagePathError
+from app.core.config import Settings
+from app.package import PackageError, PackagePathError, without_machine_paths
 from app.reload import ReloadBusyError, reload_classifier
 from app.service import IntentClassifier
 
@@ -253,7 +254,7 @@ async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _model_info(classifier: IntentClassifier) -> dict:
+def _model_info(classifier: IntentClassifier, settings: Settings) -> dict:
     m = classifier.manifest
     return {
         "name": m.name,
@@ -265,7 +266,7 @@ def _model_info(classifier: IntentClassifier) -> dict:
         "oos_threshold": classifier.threshold,
         "max_length": m.max_length,
         "domains": classifier.domains,
-        "source": m.source,
+        "source": without_machine_paths(m.source, settings.package_root),
         "metrics": {k: v.model_dump() for k, v in m.metrics.items()},
         "created_at": m.created_at,
     }
@@ -274,7 +275,7 @@ def _model_info(classifier: IntentClassifier) -> dict:
 @router.get("/v1/model", response_model=ModelInfo, responses=errors(401, 503), dependencies=[Depends(require_key)])
 async def model_info(request: Request) -> dict:
     """Summary of the loaded package's manifest."""
-    return _model_info(_classifier(request))
+    return _model_info(_classifier(request), request.app.state.settings)
 
 
 @router.post(
@@ -304,4 +305,4 @@ async def reload(request: Request, body: ReloadRequest | None = None) -> dict:
     except Exception as exc:
         logger.exception("reload failed")
         raise APIError(409, "package_refused", "the package could not be loaded; see the service log") from exc
-    return {"previous": old.manifest.name, "model": _model_info(new)}
+    return {"previous": old.manifest.name, "model": _model_info(new, request.app.state.settings)}
