@@ -14,18 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from app.backends.registry import REGISTRY
 from app.decision import OosScore, check_threshold
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-BACKEND_FILES: dict[str, str] = {
-    "torch": "model.safetensors",
-    "torch-int8": "model.safetensors",
-    "onnx": "model.onnx",
-    "onnx-int8": "model_quantized.onnx",
-}
+# Backend name -> the weights file it loads, for the backends that have one (declared in the registry).
+BACKEND_FILES: dict[str, str] = {name: spec.weights[0] for name, spec in REGISTRY.items() if spec.weights}
 TOKENIZER_FILE = "tokenizer.json"
 # Read when present: verified then, but a package may do without it.
 OPTIONAL_FILES = ("tokenizer_config.json",)
@@ -144,7 +141,7 @@ def write_manifest(package_dir: Path, manifest: Manifest) -> None:
     for name in files:
         readable_by_umask(package_dir / name)
     manifest.files = files
-    manifest.backends = [b for b, f in BACKEND_FILES.items() if f in files]
+    manifest.backends = [b for b, spec in REGISTRY.items() if spec.weights and set(spec.weights) <= set(files)]
     (package_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     logger.info("wrote %s (%d files, backends %s)", package_dir / MANIFEST, len(files), manifest.backends)
 
