@@ -73,7 +73,7 @@ class MicroBatcher:
         """Refuse new texts, finish every queued one (bounded by timeout), then release the thread."""
         self.closing = True
         if self.task is not None and not self.task.done():
-            self.queue.put_nowait(None)  # sentinel: the last item, since submit() now refuses
+            self.queue.put_nowait(None)  # sentinel: the last item, since enqueue() now refuses
             try:
                 await asyncio.wait_for(asyncio.shield(self.task), timeout)
             except TimeoutError:
@@ -104,11 +104,6 @@ class MicroBatcher:
             self.queue.put_nowait(_Item(text, future))
             futures.append(future)
         return futures
-
-    async def submit(self, text: str) -> np.ndarray:
-        """Queue one text and wait for its probability row."""
-        (future,) = self.enqueue([text])
-        return await future
 
     async def _collect(self) -> list[_Item | None]:
         """First item blocks; the rest are whatever is queued, plus a short wait only under load."""

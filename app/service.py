@@ -156,19 +156,6 @@ class IntentClassifier:
         if self.cache is not None and not future.cancelled() and future.exception() is None:
             self.cache.put(key, future.result())
 
-    async def results(self, futures: list[asyncio.Future[np.ndarray]], top_k: int) -> list[dict[str, Any]]:
-        """Wait for submitted texts; on failure or cancellation the rest are dropped from the queue."""
-        try:
-            rows = await asyncio.gather(*futures)
-        finally:
-            for future in futures:
-                future.cancel()  # no-op for finished ones; unfinished ones cost no model time
-        return self.answers(rows, top_k)
-
     def answers(self, rows: list[np.ndarray], top_k: int) -> list[dict[str, Any]]:
         """API answers for rows of logits."""
         return [self.decide(row, top_k) for row in rows]
-
-    async def classify(self, texts: list[str], top_k: int) -> list[dict[str, Any]]:
-        """Classify texts through the cache (if on) and the batcher (each text is its own queue item)."""
-        return await self.results(self.submit(texts), top_k)
