@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from pydantic import ValidationError
@@ -19,31 +20,46 @@ def main() -> int:
         where = (
             f"setting INTENT_{str(err['loc'][0]).upper()}" if err["loc"] else "settings"
         )  # no loc: a cross-field rule
-        print(f"intentserve: error: invalid {where}: {err['msg']}", file=sys.stderr)
-        return 2
+        return _fail(f"invalid {where}: {err['msg']}")
 
     from app.core.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
 
     from app.metrics import Metrics
-    from app.server import serve, serve_workers
+    from app.package import os_reason
+    from app.server import listen, serve, serve_workers
     from app.service import IntentClassifier
 
+    classifier = None
     try:
         if settings.workers > 1:
             # Check the package here (files, sha256, backend) and load the model only in the forked workers:
             # a process that forks after starting model threads can deadlock its children.
             IntentClassifier.check(settings)
-            return serve_workers(settings)
-        classifier = IntentClassifier.load(settings, Metrics())
+        else:
+            classifier = IntentClassifier.load(settings, Metrics())
     except PackageError as exc:
-        print(f"intentserve: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # workers > 1: the port is checked before forking
-        print(f"intentserve: error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else settings.model_dir
+        return _fail(f"cannot read model file {where}: {os_reason(exc)}")
+    except Exception as exc:  # whatever else a bad package makes a library raise: one line, not a traceback
+        logging.getLogger("app").debug("loading the package failed", exc_info=exc)
+        reason = str(exc).split("\n", 1)[0]
+        return _fail(f"cannot load the model package {settings.model_dir}: {type(exc).__name__}: {reason}")
+    if classifier is None:
+        try:
+            listen(settings.host, settings.port, reuse_port=False).close()  # taken port or bad host: fail once
+        except OSError as exc:
+            return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc}")
+        return serve_workers(settings)
     return serve(settings, classifier)
+
+
+def _fail(message: str) -> int:
+    print(f"intentserve: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.core.logs import request_id_var
+
 logger = logging.getLogger(__name__)
 INFERENCE_THREAD = "inference"  # name prefix of the model threads
 
 
 class InferenceError(RuntimeError):
-    """The model failed on a batch; only that batch's callers see it."""
+    """The model failed on a text even when run alone; only that text's caller sees it."""
 
 
 class QueueFullError(RuntimeError):
@@ -29,6 +31,14 @@ class _Item:
     text: str
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.perf_counter)
+    # The worker task runs outside every request: log lines about this text name its request explicitly.
+    request_id: str | None = field(default_factory=request_id_var.get)
+
+
+def _summary(exc: BaseException) -> str:
+    """Exception type and first line of its message, bounded: enough to tell faults apart in the log."""
+    first = str(exc).split("\n", 1)[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class MicroBatcher:
@@ -63,7 +73,7 @@ class MicroBatcher:
         """Refuse new texts, finish every queued one (bounded by timeout), then release the thread."""
         self.closing = True
         if self.task is not None and not self.task.done():
-            self.queue.put_nowait(None)  # sentinel: the last item, since submit() now refuses
+            self.queue.put_nowait(None)  # sentinel: the last item, since enqueue() now refuses
             try:
                 await asyncio.wait_for(asyncio.shield(self.task), timeout)
             except TimeoutError:
@@ -94,11 +104,6 @@ class MicroBatcher:
             self.queue.put_nowait(_Item(text, future))
             futures.append(future)
         return futures
-
-    async def submit(self, text: str) -> np.ndarray:
-        """Queue one text and wait for its probability row."""
-        (future,) = self.enqueue([text])
-        return await future
 
     async def _collect(self) -> list[_Item | None]:
         """First item blocks; the rest are whatever is queued, plus a short wait only under load."""
@@ -134,19 +139,51 @@ class MicroBatcher:
         start = time.perf_counter()
         waits = [start - item.enqueued for item in batch]
         try:
-            probs = await loop.run_in_executor(self.executor, self.predict, [i.text for i in batch])
+            await self._infer(loop, batch, waits)
         except asyncio.CancelledError:
             self._fail(batch, "service is shutting down")
             raise
-        except Exception:
-            logger.exception("inference failed on a batch of %d", len(batch))
-            self._fail(batch, "inference failed")
-            return
+        except Exception as exc:
+            if len(batch) == 1:
+                self._fail_item(batch[0], exc)
+                return
+            # One text the model cannot take (or a passing fault) must not fail the texts batched with it:
+            # each is retried alone, so only a text that fails by itself gets the error.
+            logger.warning(
+                "inference failed on a batch of %d (%s); retrying its texts one by one", len(batch), _summary(exc)
+            )
+            for item, wait in zip(batch, waits, strict=True):
+                if item.future.done():  # the caller left meanwhile: no model time for it
+                    continue
+                try:
+                    await self._infer(loop, [item], [wait + time.perf_counter() - start])
+                except asyncio.CancelledError:
+                    self._fail(batch, "service is shutting down")
+                    raise
+                except Exception as item_exc:
+                    self._fail_item(item, item_exc)
+
+    async def _infer(self, loop: asyncio.AbstractEventLoop, items: list[_Item], waits: list[float]) -> None:
+        """One model call for these items; their futures get their rows (exceptions propagate)."""
+        start = time.perf_counter()
+        probs = await loop.run_in_executor(self.executor, self.predict, [i.text for i in items])
         if self.on_batch is not None:
-            self.on_batch(len(batch), time.perf_counter() - start, waits)
-        for item, row in zip(batch, probs, strict=True):
+            self.on_batch(len(items), time.perf_counter() - start, waits)
+        for item, row in zip(items, probs, strict=True):
             if not item.future.done():
                 item.future.set_result(row)
+
+    @staticmethod
+    def _fail_item(item: _Item, exc: Exception) -> None:
+        # One line per failed text; the traceback only at DEBUG, so a stream of bad inputs cannot flood the log.
+        token = request_id_var.set(item.request_id)
+        try:
+            logger.error("inference failed on a text (%s)", _summary(exc))
+            logger.debug("inference failure", exc_info=exc)
+        finally:
+            request_id_var.reset(token)
+        if not item.future.done():
+            item.future.set_exception(InferenceError("inference failed"))
 
     @staticmethod
     def _fail(batch: list[_Item], message: str) -> None:

@@ -16,9 +16,16 @@ class PredictionCache:
         self.normalize = normalize
         self.rows: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def key(self, text: str) -> str:
-        """Texts the tokenizer cannot tell apart share a key (case, accents, spacing for uncased BERT)."""
-        return self.normalize(" ".join(text.split()))
+    def key(self, text: str) -> str | None:
+        """Texts the tokenizer cannot tell apart share a key (case, accents, spacing for uncased BERT).
+
+        None for a text the tokenizer cannot normalize: it is not cached, and the model alone decides its fate,
+        so the cache never turns a text into an error of its own.
+        """
+        try:
+            return self.normalize(" ".join(text.split()))
+        except Exception:
+            return None
 
     def get(self, key: str) -> np.ndarray | None:
         """The cached row, refreshed as most recent, or None."""

@@ -5,25 +5,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
+import stat
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from app.backends.registry import REGISTRY
 from app.decision import OosScore, check_threshold
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-BACKEND_FILES: dict[str, str] = {
-    "torch": "model.safetensors",
-    "torch-int8": "model.safetensors",
-    "onnx": "model.onnx",
-    "onnx-int8": "model_quantized.onnx",
-}
+# Backend name -> the weights file it loads, for the backends that have one (declared in the registry).
+BACKEND_FILES: dict[str, str] = {name: spec.weights[0] for name, spec in REGISTRY.items() if spec.weights}
 TOKENIZER_FILE = "tokenizer.json"
+# Read when present: verified then, but a package may do without it.
+OPTIONAL_FILES = ("tokenizer_config.json",)
 
 
 class PackageError(RuntimeError):
@@ -78,6 +80,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def os_reason(exc: OSError) -> str:
+    """ "permission denied" rather than "[Errno 13] Permission denied: '/long/path'"."""
+    return exc.strerror.lower() if exc.strerror else str(exc)
+
+
 def read_manifest(package_dir: Path) -> Manifest:
     """Parse a package's manifest.json with actionable errors."""
     path = Path(package_dir) / MANIFEST
@@ -86,9 +93,15 @@ def read_manifest(package_dir: Path) -> Manifest:
     if not path.is_file():
         raise PackageError(f"{path} is missing; build a package with `python -m compression build`")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise PackageError(f"cannot read {path}: {os_reason(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise PackageError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise PackageError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PackageError(f"{path} is not a JSON object (found {type(data).__name__})")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise PackageError(
             f"{path}: schema_version {data.get('schema_version')!r} is not supported (expected {SCHEMA_VERSION})"
@@ -105,6 +118,18 @@ def read_manifest(package_dir: Path) -> Manifest:
     return manifest
 
 
+def readable_by_umask(path: Path) -> None:
+    """Give a written file the mode the umask allows (some writers, e.g. safetensors, create files as 0600).
+
+    A package is often built by one user and served by another (a container mounting it read-only).
+    """
+    umask = os.umask(0)
+    os.umask(umask)  # reading the umask means setting it; put it back at once
+    mode = 0o666 & ~umask
+    if stat.S_IMODE(path.stat().st_mode) != mode:  # unchanged files need no chmod (nor ownership)
+        path.chmod(mode)
+
+
 def write_manifest(package_dir: Path, manifest: Manifest) -> None:
     """Hash every package file into the manifest, record available backends, and write it."""
     package_dir = Path(package_dir)
@@ -113,8 +138,10 @@ def write_manifest(package_dir: Path, manifest: Manifest) -> None:
         for p in sorted(package_dir.iterdir())
         if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
     }
+    for name in files:
+        readable_by_umask(package_dir / name)
     manifest.files = files
-    manifest.backends = [b for b, f in BACKEND_FILES.items() if f in files]
+    manifest.backends = [b for b, spec in REGISTRY.items() if spec.weights and set(spec.weights) <= set(files)]
     (package_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     logger.info("wrote %s (%d files, backends %s)", package_dir / MANIFEST, len(files), manifest.backends)
 
@@ -128,24 +155,83 @@ def update_manifest(package_dir: Path, **fields: Any) -> Manifest:
     return manifest
 
 
-def verify_package(package_dir: Path, backend: str, required: set[str]) -> Manifest:
-    """Check that a package can serve `backend`: `required` files present, every file's sha256 matching."""
+def check_file_names(package_dir: Path, manifest: Manifest) -> None:
+    """Refuse a manifest naming anything but a file of the package folder itself (no paths, no links out).
+
+    Checked from the names and links alone, never by opening a target: an error must not tell whether a
+    file outside the package exists.
+    """
+    folder = Path(package_dir).resolve()
+    for name in sorted(manifest.files):
+        if name in {"", ".", "..", MANIFEST} or Path(name).name != name or "\\" in name or "\0" in name:
+            raise PackageError(f"{folder / MANIFEST}: files: {name!r} is not a file name of the package folder")
+        try:
+            inside = (folder / name).resolve().is_relative_to(folder)
+        except (OSError, RuntimeError):  # a link loop
+            inside = False
+        if not inside:
+            raise PackageError(f"package file {name!r} is a link that leads outside the package folder {folder}")
+
+
+def verify_package(package_dir: Path, backend: str, required: set[str] | None = None) -> Manifest:
+    """Check that a package can serve `backend`: file names, then the sha256 of the files it reads.
+
+    `required`: the files the backend reads (each must be listed), plus the optional tokenizer config when
+    present; None: every file the manifest lists.
+    """
     package_dir = Path(package_dir)
     manifest = read_manifest(package_dir)
+    check_file_names(package_dir, manifest)
     if backend in BACKEND_FILES and backend not in manifest.backends:
         raise PackageError(
             f"backend {backend!r} is not in package {package_dir} (it has {manifest.backends}); "
             "run `python -m compression export`/`quantize` or pick another INTENT_BACKEND"
         )
-    for name in sorted(required - set(manifest.files)):
+    if required is None:
+        names = set(manifest.files)
+    else:
+        # lexists: a link counts as present whatever it points to.
+        present = {n for n in OPTIONAL_FILES if n in manifest.files or os.path.lexists(package_dir / n)}
+        names = required | present
+    for name in sorted(names - set(manifest.files)):
         raise PackageError(f"{package_dir / name} is not listed in the manifest's files (unverifiable)")
-    for name, expected in sorted(manifest.files.items()):
+    for name in sorted(names):
         path = package_dir / name
         if not path.is_file():
             raise PackageError(f"package file missing: {path}")
-        if sha256_file(path) != expected:
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise PackageError(f"cannot read model file {path}: {os_reason(exc)}") from exc
+        if digest != manifest.files[name]:
             raise PackageError(f"sha256 mismatch for {path}: the file was modified or corrupted")
     return manifest
+
+
+# An absolute POSIX path inside a string: not the "/A" of "N/A", nor the "//host/x" of a URL.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\",;()\[\]{}]*")
+
+
+def without_machine_paths(value: Any, root: Path) -> Any:
+    """`value` (JSON-like) with each absolute path made relative to `root`, or cut to its last part outside it.
+
+    Manifests record where a package came from (data files, teachers, output folders) as they were given to
+    the build, often absolute: the API shows them without telling how this machine's disks are laid out.
+    """
+    if isinstance(value, dict):
+        return {k: without_machine_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_machine_paths(v, root) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def relative(match: re.Match[str]) -> str:
+        path = PurePosixPath(match.group(0))
+        if path.is_relative_to(root):
+            return str(path.relative_to(root))
+        return path.name or "/"
+
+    return _ABSOLUTE_PATH.sub(relative, value)
 
 
 def resolve_inside(path: Path, root: Path) -> Path:

@@ -135,7 +135,7 @@ class IntentClassifier:
         if self.cache is None:
             return self.batcher.enqueue(texts)
         keys = [self.cache.key(t) for t in texts]
-        cached = [self.cache.get(k) for k in keys]
+        cached = [self.cache.get(k) if k is not None else None for k in keys]
         misses = [i for i, row in enumerate(cached) if row is None]
         queued = iter(self.batcher.enqueue([texts[i] for i in misses]))
         loop = asyncio.get_running_loop()
@@ -144,7 +144,8 @@ class IntentClassifier:
             self.metrics.cache.labels(result="hit" if row is not None else "miss").inc()
             if row is None:
                 future = next(queued)
-                future.add_done_callback(lambda f, key=key: self._remember(key, f))
+                if key is not None:
+                    future.add_done_callback(lambda f, key=key: self._remember(key, f))
             else:
                 future = loop.create_future()
                 future.set_result(row)
@@ -155,19 +156,6 @@ class IntentClassifier:
         if self.cache is not None and not future.cancelled() and future.exception() is None:
             self.cache.put(key, future.result())
 
-    async def results(self, futures: list[asyncio.Future[np.ndarray]], top_k: int) -> list[dict[str, Any]]:
-        """Wait for submitted texts; on failure or cancellation the rest are dropped from the queue."""
-        try:
-            rows = await asyncio.gather(*futures)
-        finally:
-            for future in futures:
-                future.cancel()  # no-op for finished ones; unfinished ones cost no model time
-        return self.answers(rows, top_k)
-
     def answers(self, rows: list[np.ndarray], top_k: int) -> list[dict[str, Any]]:
         """API answers for rows of logits."""
         return [self.decide(row, top_k) for row in rows]
-
-    async def classify(self, texts: list[str], top_k: int) -> list[dict[str, Any]]:
-        """Classify texts through the cache (if on) and the batcher (each text is its own queue item)."""
-        return await self.results(self.submit(texts), top_k)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from app.package import PackageError, os_reason
+
 
 @dataclass
 class Encoded:
@@ -27,18 +29,38 @@ class TextEncoder:
 
     def __init__(self, package_dir: Path, max_length: int) -> None:
         package_dir = Path(package_dir)
-        self.tokenizer = Tokenizer.from_file(str(package_dir / "tokenizer.json"))
-        pad_token = "[PAD]"
-        config_path = package_dir / "tokenizer_config.json"
-        if config_path.is_file():
-            pad_token = json.loads(config_path.read_text()).get("pad_token", pad_token) or pad_token
+        path = package_dir / "tokenizer.json"
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust side raises plain Exception for any unreadable or malformed file
+            reason = str(exc).split("\n", 1)[0]
+            raise PackageError(f"{path} is not a tokenizer the `tokenizers` library can load: {reason}") from exc
+        pad_token = self._pad_token(package_dir / "tokenizer_config.json")
         pad_id = self.tokenizer.token_to_id(pad_token)
         if pad_id is None:
-            raise ValueError(f"pad token {pad_token!r} is not in {package_dir}/tokenizer.json")
+            raise PackageError(f"pad token {pad_token!r} is not in {path}")
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()  # we pad ourselves: only to the longest text of each group
         self.pad_id = pad_id
         self.max_length = max_length
+
+    @staticmethod
+    def _pad_token(config_path: Path, default: str = "[PAD]") -> str:
+        """The pad token named in tokenizer_config.json, if there is one."""
+        if not config_path.is_file():
+            return default
+        try:
+            config = json.loads(config_path.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            raise PackageError(f"cannot read {config_path}: {os_reason(exc)}") from exc
+        except ValueError as exc:  # not UTF-8, not JSON
+            raise PackageError(f"{config_path} is not valid JSON: {exc}") from exc
+        pad_token = config.get("pad_token") if isinstance(config, dict) else None
+        if isinstance(pad_token, dict):  # an AddedToken written out in full
+            pad_token = pad_token.get("content")
+        if pad_token is not None and not isinstance(pad_token, str):
+            raise PackageError(f"{config_path}: pad_token must be a string, not {type(pad_token).__name__}")
+        return pad_token or default
 
     def _pad(self, encodings: list) -> Encoded:
         width = max(len(e.ids) for e in encodings)

@@ -1,15 +1,44 @@
-"""Error responses: clear 4xx messages, 5xx bodies that never echo internals."""
+"""Error responses: clear 4xx messages, 5xx bodies that never echo internals, and their OpenAPI descriptions."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.schemas import ErrorResponse
+
 logger = logging.getLogger(__name__)
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
+ERROR_DOCS: dict[int, tuple[str, dict]] = {
+    400: ("body is not JSON or not a JSON object", {}),
+    401: (
+        "missing or wrong API key (when INTENT_API_KEY is set)",
+        {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    ),
+    403: ("package path outside INTENT_MODEL_ROOT", {}),
+    404: ("not found (admin endpoints without INTENT_API_KEY)", {}),
+    409: ("package refused (invalid, tampered, incompatible) or a reload already running", {}),
+    413: ("body over INTENT_MAX_BODY_BYTES", {}),
+    422: ("invalid field", {}),
+    429: ("queue full (INTENT_MAX_QUEUE): retry after Retry-After", RETRY_AFTER),
+    503: ("not ready, shutting down, or the model failed on this request's text", RETRY_AFTER),
+    504: ("no answer within INTENT_REQUEST_TIMEOUT_MS", {}),
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the error envelope."""
+    return {
+        code: {"model": ErrorResponse, "description": ERROR_DOCS[code][0], "headers": ERROR_DOCS[code][1]}
+        for code in codes
+    }
 
 
 class APIError(Exception):

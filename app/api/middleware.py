@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
 import uuid
@@ -16,6 +17,8 @@ from starlette.exceptions import HTTPException
 from app.core.logs import request_id_var
 from app.metrics import Metrics
 
+logger = logging.getLogger(__name__)
+INTERNAL = "internal server error"
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -44,6 +47,10 @@ def json_content_type(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
         if name == b"content-type" and b"json" in value.lower():
             return headers
     return [*(h for h in headers if h[0] != b"content-type"), (b"content-type", b"application/json")]
+
+
+def _error_body(request_id: str, code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
 
 
 class BodyTooLarge(HTTPException):
@@ -97,6 +104,7 @@ class ServiceMiddleware:
 
         too_large = self._declared_too_large(scope)
         received = 0
+        keep_id = False
 
         async def receive_wrapper() -> Message:
             nonlocal received
@@ -116,6 +124,14 @@ class ServiceMiddleware:
                 except BodyTooLarge:
                     if not status_holder["started"]:
                         await self._reject_large(send_wrapper, rid)
+                except Exception:
+                    # Handled here rather than by Starlette's outermost handler: this runs while the request id is
+                    # still set, so the log line carries it, and the 500 goes out with its X-Request-ID header.
+                    logger.exception("unhandled error on %s", path)
+                    if status_holder["started"]:
+                        keep_id = True  # the server logs the error it gets next: with this request's id
+                        raise
+                    await _send_json(send_wrapper, 500, _error_body(rid, "internal_error", INTERNAL), [])
                 except asyncio.CancelledError:
                     # The server gave up on the request (shutdown timeout): a 503 the client may retry elsewhere,
                     # rather than the server's bare 500.
@@ -124,7 +140,8 @@ class ServiceMiddleware:
                             await self._reject_cancelled(send_wrapper, rid)
                     raise
         finally:
-            request_id_var.reset(token)
+            if not keep_id:
+                request_id_var.reset(token)
             self.metrics.inflight.dec()
             self.metrics.requests.labels(endpoint=endpoint, status=str(status_holder["status"])).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - start)
@@ -139,21 +156,9 @@ class ServiceMiddleware:
         return False
 
     async def _reject_cancelled(self, send: Send, request_id: str) -> None:
-        body = {
-            "error": {
-                "code": "shutting_down",
-                "message": "the service stopped before answering; retry",
-                "request_id": request_id,
-            }
-        }
+        body = _error_body(request_id, "shutting_down", "the service stopped before answering; retry")
         await _send_json(send, 503, body, [(b"retry-after", b"1")])
 
     async def _reject_large(self, send: Send, request_id: str) -> None:
-        body = {
-            "error": {
-                "code": "body_too_large",
-                "message": f"request body exceeds {self.max_body_bytes} bytes",
-                "request_id": request_id,
-            }
-        }
+        body = _error_body(request_id, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
         await _send_json(send, 413, body, [])

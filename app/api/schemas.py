@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
 # "Blank" = only whitespace in Python's sense or in JSON Schema's (ECMA-262) sense: the documented pattern and
 # the handlers' check then agree for every client, whichever regex dialect it validates with.
@@ -29,12 +29,27 @@ def _integral_number(value: Any) -> Any:
 JsonInt = Annotated[StrictInt, BeforeValidator(_integral_number)]
 
 
+def encodable(text: str) -> str:
+    """The text unchanged, or ValueError when it holds an unpaired surrogate (JSON allows "\\ud800", UTF-8 does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # The tokenizer (and the cache key) work on UTF-8: such a text could only fail later, inside the model.
+        raise ValueError(
+            f"unpaired surrogate U+{ord(text[exc.start]):04X} at position {exc.start} is not valid Unicode"
+        ) from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(encodable)]
+
+
 class ClassifyRequest(BaseModel):
     """One text to classify."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: StrictStr = Field(description="the user's utterance", examples=["transfer $100 from checking to savings"])
+    text: Text = Field(description="the user's utterance", examples=["transfer $100 from checking to savings"])
     top_k: JsonInt = Field(default=3, ge=0, description="how many alternative intents to return")
 
 
@@ -43,7 +58,7 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[StrictStr] = Field(description="utterances, at most INTENT_MAX_BATCH_TEXTS")
+    texts: list[Text] = Field(description="utterances, at most INTENT_MAX_BATCH_TEXTS")
     top_k: JsonInt = Field(default=3, ge=0)
 
 

@@ -10,8 +10,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from app.backends.registry import REGISTRY, BackendSpec
 from app.decision import softmax
-from app.package import BACKEND_FILES, TOKENIZER_FILE, Manifest, PackageError, verify_package
+from app.package import TOKENIZER_FILE, Manifest, PackageError, verify_package
 from app.tokenizer import Encoded, TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,19 @@ class Backend(ABC):
         self.check_output_size()
 
     @classmethod
+    def spec(cls) -> BackendSpec:
+        """The backend's declaration in the registry: weights file(s) and install extra."""
+        return REGISTRY[cls.name]
+
+    @classmethod
     def required_files(cls) -> set[str]:
         """Files of the package this backend reads."""
-        return {BACKEND_FILES[cls.name], TOKENIZER_FILE}
+        return {*cls.spec().weights, TOKENIZER_FILE}
+
+    @classmethod
+    def verified_files(cls) -> set[str] | None:
+        """Files whose sha256 is checked before loading (None: every listed file); files never read need none."""
+        return cls.required_files()
 
     def make_encoder(self) -> TextEncoder | None:
         """The tokenizer from the package's tokenizer.json."""
@@ -87,27 +98,17 @@ class Backend(ABC):
             self.predict(["warm up the model"] * (1 + 7 * (i % 2)))
 
 
-# name -> "module:Class"; imported lazily so the ONNX path never imports torch.
-REGISTRY: dict[str, str] = {
-    "torch": "app.backends.torch:TorchBackend",
-    "torch-int8": "app.backends.torch:TorchInt8Backend",
-    "onnx": "app.backends.onnx:OnnxBackend",
-    "onnx-int8": "app.backends.onnx:OnnxInt8Backend",
-    "fake": "app.backends.fake:FakeBackend",
-}
-
-
 def backend_class(name: str) -> type[Backend]:
-    """Resolve a backend name to its class, with a clear error for unknown names."""
+    """Resolve a backend name to its class, with a clear error for unknown names or a missing extra."""
     if name not in REGISTRY:
         raise PackageError(f"unknown backend {name!r}; choose one of {sorted(REGISTRY)}")
-    module_name, cls_name = REGISTRY[name].split(":")
+    spec = REGISTRY[name]
+    module_name, cls_name = spec.target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        extra = "torch" if name.startswith("torch") else "serve"
         raise PackageError(
-            f"backend {name!r} needs a missing dependency ({exc.name}); install it with `pip install -e .[{extra}]`"
+            f"backend {name!r} needs a missing dependency ({exc.name}); install it with `{spec.install_hint}`"
         ) from exc
     return getattr(module, cls_name)
 
@@ -115,7 +116,7 @@ def backend_class(name: str) -> type[Backend]:
 def verify_for(name: str, package_dir: Path) -> tuple[type[Backend], Manifest]:
     """The backend class for `name` and the package's manifest, verified for it (files, sha256); PackageError."""
     cls = backend_class(name)
-    return cls, verify_package(Path(package_dir), name, cls.required_files())
+    return cls, verify_package(Path(package_dir), name, cls.verified_files())
 
 
 def load_backend(name: str, package_dir: Path, num_threads: int = 0) -> Backend:

@@ -26,6 +26,11 @@ class FakeBackend(Backend):
         """Only the manifest."""
         return set()
 
+    @classmethod
+    def verified_files(cls) -> None:
+        """Every listed file: with no model files of its own, it keeps the package contract testable."""
+        return None
+
     def make_encoder(self) -> None:
         """No tokenizer: texts are kept as-is."""
         return None

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.backends.base import Backend
-from app.package import BACKEND_FILES, PackageError
+from app.package import PackageError
 from app.tokenizer import Encoded
 
 
@@ -25,7 +25,8 @@ class OnnxBackend(Backend):
         options.inter_op_num_threads = 1
         if self.num_threads:
             options.intra_op_num_threads = self.num_threads
-        path = self.package_dir / BACKEND_FILES[self.name]
+        (weights,) = self.spec().weights
+        path = self.package_dir / weights
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for bad graphs

@@ -10,6 +10,7 @@ import pytest
 
 from app.core.config import Settings
 from app.main import create_app
+from app.package import read_manifest, write_manifest
 from tests.app.conftest import running_app
 
 pytestmark = pytest.mark.anyio
@@ -138,3 +139,34 @@ async def test_request_id_header(tiny_package: Path) -> None:
     async with running_app(tiny_package, "onnx") as (client, _):
         r = await client.post("/classify", json={"text": ""})
     assert r.headers["x-request-id"] == r.json()["error"]["request_id"]
+
+
+async def test_model_info_shows_no_absolute_path_of_the_machine(manifest_only_package: Path, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    package = root / "v2"
+    package.mkdir(parents=True)
+    manifest = read_manifest(manifest_only_package)
+    manifest.source = {
+        "base_model": str(root / "teacher"),
+        "dataset": "/srv/data/clinc150/data_full.json",
+        "teacher_logits": f"precomputed; 2 part(s) read from the logits cache {tmp_path}/cache",
+        "hyperparameters": {"output_dir": str(package), "data_path": "data/clinc.json", "note": "N/A"},
+        "extra_teachers": [str(root / "t2"), "https://example.org/a/b"],
+    }
+    write_manifest(package, manifest)
+    key = {"authorization": "Bearer k"}
+    async with running_app(package, "fake", api_key="k", model_root=root) as (client, _):
+        info = await client.get("/v1/model", headers=key)
+        reloaded = await client.post("/admin/reload", json={}, headers=key)
+    assert info.status_code == 200
+    assert info.json()["source"] == {
+        "base_model": "teacher",
+        "dataset": "data_full.json",
+        "teacher_logits": "precomputed; 2 part(s) read from the logits cache cache",
+        "hyperparameters": {"output_dir": "v2", "data_path": "data/clinc.json", "note": "N/A"},
+        "extra_teachers": ["t2", "https://example.org/a/b"],
+    }
+    assert reloaded.json()["model"]["source"] == info.json()["source"]
+    for r in (info, reloaded):
+        assert str(tmp_path) not in r.text
+        assert "/srv" not in r.text

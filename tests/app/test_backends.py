@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.backends.base import backend_class, load_backend
-from app.package import PackageError
+from app.backends.base import REGISTRY, backend_class, load_backend
+from app.package import BACKEND_FILES, PackageError
 from tests.conftest import synthetic_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,3 +116,42 @@ except PackageError as exc:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "needs a missing dependency (torch)" in proc.stdout, proc.stderr
     assert "pip install -e .[torch]" in proc.stdout
+
+
+def test_every_backend_declares_weights_and_an_extra_that_exists() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = set(pyproject["project"]["optional-dependencies"])
+    for name, spec in REGISTRY.items():
+        cls = backend_class(name)
+        assert cls.name == name
+        assert cls.spec() is spec
+        assert spec.extra is None or spec.extra in extras, (name, spec.extra)
+        if name != "fake":
+            assert set(spec.weights) <= cls.required_files()
+    assert BACKEND_FILES == {
+        "torch": "model.safetensors",
+        "torch-int8": "model.safetensors",
+        "onnx": "model.onnx",
+        "onnx-int8": "model_quantized.onnx",
+    }
+
+
+def test_onnx_backend_without_onnxruntime_names_the_core_install() -> None:
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'onnxruntime':
+            raise ModuleNotFoundError('blocked', name='onnxruntime')
+sys.meta_path.insert(0, Block())
+from app.backends.base import backend_class
+from app.package import PackageError
+try:
+    backend_class('onnx-int8')
+except PackageError as exc:
+    print(exc)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == (
+        "backend 'onnx-int8' needs a missing dependency (onnxruntime); install it with `pip install -e .`"
+    ), proc.stderr

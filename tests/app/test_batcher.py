@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -20,11 +21,12 @@ def anyio_backend() -> str:
 
 
 class Model:
-    """Returns [len(text), batch index] rows; optionally blocks or fails on chosen calls."""
+    """Returns [len(text), batch index] rows; optionally blocks, or fails on chosen calls or texts."""
 
-    def __init__(self, delay: float = 0.0, fail_on: set[int] | None = None) -> None:
+    def __init__(self, delay: float = 0.0, fail_on: set[int] | None = None, poison: set[str] | None = None) -> None:
         self.delay = delay
-        self.fail_on = fail_on or set()
+        self.fail_on = fail_on or set()  # calls that fail whatever their texts (a passing fault)
+        self.poison = poison or set()  # texts that fail every call they are in
         self.batches: list[list[str]] = []
         self.release = threading.Event()
         self.release.set()
@@ -34,9 +36,15 @@ class Model:
         call = len(self.batches)
         self.batches.append(list(texts))
         time.sleep(self.delay)
-        if call in self.fail_on:
+        if call in self.fail_on or self.poison & set(texts):
             raise RuntimeError("boom: secret internal detail")
         return np.asarray([[len(t), call] for t in texts], dtype=np.float32)
+
+
+def submit(batcher: MicroBatcher, text: str) -> asyncio.Future[np.ndarray]:
+    """Queue one text the way the service does (MicroBatcher.enqueue); the future resolves to its row."""
+    (future,) = batcher.enqueue([text])
+    return future
 
 
 async def started(model: Model, **kwargs) -> MicroBatcher:
@@ -49,7 +57,7 @@ async def test_concurrent_requests_merge_up_to_max_batch_size() -> None:
     model = Model()
     model.release.clear()  # hold the first call so the rest pile up in the queue
     batcher = await started(model, max_batch_size=4, max_wait_ms=0)
-    tasks = [asyncio.create_task(batcher.submit("x" * i)) for i in range(1, 10)]
+    tasks = [submit(batcher, "x" * i) for i in range(1, 10)]
     await asyncio.sleep(0.05)
     model.release.set()
     rows = await asyncio.gather(*tasks)
@@ -62,7 +70,7 @@ async def test_lone_request_is_not_delayed_by_max_wait() -> None:
     model = Model()
     batcher = await started(model, max_batch_size=32, max_wait_ms=500)
     start = time.perf_counter()
-    await batcher.submit("hello")
+    await submit(batcher, "hello")
     elapsed = time.perf_counter() - start
     await batcher.stop()
     assert elapsed < 0.25  # far below the 500 ms max wait
@@ -72,50 +80,93 @@ async def test_max_wait_gathers_stragglers_under_load() -> None:
     model = Model()
     model.release.clear()
     batcher = await started(model, max_batch_size=8, max_wait_ms=200)
-    first = asyncio.create_task(batcher.submit("a"))
+    first = submit(batcher, "a")
     await asyncio.sleep(0.02)
-    group = [asyncio.create_task(batcher.submit(t)) for t in ("b", "c")]
+    group = [submit(batcher, t) for t in ("b", "c")]
     model.release.set()
     await first
     await asyncio.sleep(0.05)
-    late = asyncio.create_task(batcher.submit("d"))  # arrives inside the 200 ms window
+    late = submit(batcher, "d")  # arrives inside the 200 ms window
     await asyncio.gather(*group, late)
     await batcher.stop()
     assert model.batches == [["a"], ["b", "c", "d"]]
 
 
-async def test_exception_fails_only_its_batch() -> None:
+async def test_a_failing_text_fails_alone_and_its_batch_mates_are_answered(caplog: pytest.LogCaptureFixture) -> None:
+    model = Model(poison={"ccc"})
+    model.release.clear()
+    batcher = await started(model, max_batch_size=2, max_wait_ms=0)
+    tasks = [submit(batcher, t) for t in ("a", "bb", "ccc", "dddd", "eeeee")]
+    await asyncio.sleep(0.05)
+    caplog.set_level(logging.INFO, logger="app.batcher")
+    model.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    after = await submit(batcher, "ffffff")
+    await batcher.stop()
+    # The batch holding the bad text fails, then each of its texts runs alone: only the bad one fails.
+    assert model.batches == [["a", "bb"], ["ccc", "dddd"], ["ccc"], ["dddd"], ["eeeee"], ["ffffff"]]
+    assert isinstance(results[2], InferenceError)
+    assert "secret" not in str(results[2])
+    assert [int(r[0]) for i, r in enumerate(results) if i != 2] == [1, 2, 4, 5]
+    assert int(after[0]) == 6
+    records = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert records == [
+        (
+            "WARNING",
+            "inference failed on a batch of 2 (RuntimeError: boom: secret internal detail); "
+            "retrying its texts one by one",
+        ),
+        ("ERROR", "inference failed on a text (RuntimeError: boom: secret internal detail)"),
+    ]
+    assert all(r.exc_info is None for r in caplog.records)  # one line per failure, no traceback
+
+
+async def test_a_passing_fault_costs_no_caller() -> None:
     model = Model(fail_on={1})
     model.release.clear()
     batcher = await started(model, max_batch_size=2, max_wait_ms=0)
-    tasks = [asyncio.create_task(batcher.submit(t)) for t in ("a", "bb", "ccc", "dddd", "eeeee")]
+    tasks = [submit(batcher, t) for t in ("a", "bb", "ccc", "dddd", "eeeee")]
     await asyncio.sleep(0.05)
     model.release.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    after = await batcher.submit("ffffff")
+    results = await asyncio.gather(*tasks)
     await batcher.stop()
-    assert [len(b) for b in model.batches] == [2, 2, 1, 1]
-    assert [int(r[0]) for r in results[:2]] == [1, 2]
-    assert all(isinstance(r, InferenceError) for r in results[2:4])
-    assert "secret" not in str(results[2])
-    assert int(results[4][0]) == 5
-    assert int(after[0]) == 6
+    assert [len(b) for b in model.batches] == [2, 2, 1, 1, 1]
+    assert [int(r[0]) for r in results] == [1, 2, 3, 4, 5]
+
+
+async def test_a_caller_gone_during_the_retry_costs_no_model_time() -> None:
+    model = Model(delay=0.1, poison={"bad"})  # the failing batch runs long enough to leave during it
+    model.release.clear()
+    batcher = await started(model, max_batch_size=8, max_wait_ms=0)
+    first = submit(batcher, "first")
+    await asyncio.sleep(0.02)
+    futures = batcher.enqueue(["bad", "gone", "kept"])
+    await asyncio.sleep(0.02)
+    model.release.set()
+    await first
+    await asyncio.sleep(0.02)
+    futures[1].cancel()  # while the batch that will fail is in the model
+    with pytest.raises(InferenceError):
+        await futures[0]
+    assert int((await futures[2])[0]) == 4
+    await batcher.stop()
+    assert model.batches == [["first"], ["bad", "gone", "kept"], ["bad"], ["kept"]]
 
 
 async def test_cancelled_waiting_client_costs_no_model_time() -> None:
     model = Model()
     model.release.clear()
     batcher = await started(model, max_batch_size=8, max_wait_ms=0)
-    first = asyncio.create_task(batcher.submit("first"))
+    first = submit(batcher, "first")
     await asyncio.sleep(0.02)
-    gone = asyncio.create_task(batcher.submit("gone"))
-    kept = asyncio.create_task(batcher.submit("kept"))
+    gone = submit(batcher, "gone")
+    kept = submit(batcher, "kept")
     await asyncio.sleep(0.02)
     gone.cancel()
     model.release.set()
     await first
     assert int((await kept)[0]) == 4
-    assert int((await batcher.submit("again"))[0]) == 5  # the worker survived the cancellation
+    assert int((await submit(batcher, "again"))[0]) == 5  # the worker survived the cancellation
     await batcher.stop()
     assert ["gone"] not in model.batches
     assert all("gone" not in b for b in model.batches)
@@ -125,20 +176,20 @@ async def test_stop_finishes_accepted_work_then_refuses() -> None:
     model = Model(delay=0.01)
     model.release.clear()
     batcher = await started(model, max_batch_size=1, max_wait_ms=0)
-    tasks = [asyncio.create_task(batcher.submit(t)) for t in ("a", "bb", "ccc")]
+    tasks = [submit(batcher, t) for t in ("a", "bb", "ccc")]
     await asyncio.sleep(0.02)
     model.release.set()
     await batcher.stop()
     assert [int(r[0]) for r in await asyncio.gather(*tasks)] == [1, 2, 3]
     with pytest.raises(InferenceError, match="shutting down"):
-        await batcher.submit("late")
+        await submit(batcher, "late")
 
 
 async def test_stop_is_bounded_when_the_model_hangs() -> None:
     model = Model()
     model.release.clear()  # the model never returns within the stop timeout
     batcher = await started(model, max_batch_size=1, max_wait_ms=0)
-    tasks = [asyncio.create_task(batcher.submit(t)) for t in ("a", "b")]
+    tasks = [submit(batcher, t) for t in ("a", "b")]
     await asyncio.sleep(0.02)
     start = time.perf_counter()
     await batcher.stop(timeout=0.2)

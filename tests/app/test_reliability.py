@@ -184,13 +184,14 @@ async def test_client_disconnect_while_queued_costs_no_model_time(manifest_only_
     assert requests_total(metrics, "/classify", "499") == 1
 
 
-async def test_failing_batch_fails_only_itself(manifest_only_package: Path) -> None:
+async def test_failing_text_fails_only_itself(manifest_only_package: Path) -> None:
     async with running_app(manifest_only_package, "fake", max_batch_size=8, max_wait_ms=0) as (client, app):
         backend = app.state.classifier.backend
         queue = app.state.classifier.batcher.queue
         backend.gate.clear()
         base = len(backend.calls)
-        backend.fail_on = {base + 1}  # the second batch raises
+        # The second batch raises; of its texts retried one by one, only the second fails again.
+        backend.fail_on = {base + 1, base + 3}
         first = asyncio.create_task(client.post("/classify", json={"text": "weather"}))
         await until(lambda: len(backend.calls) == base + 1)
         doomed = [asyncio.create_task(client.post("/classify", json={"text": "timer"})) for _ in range(3)]
@@ -200,9 +201,11 @@ async def test_failing_batch_fails_only_itself(manifest_only_package: Path) -> N
         failed = await asyncio.gather(*doomed)
         after = await client.post("/classify/batch", json={"texts": ["timer", "weather"]})
         ready = await client.get("/readyz")
-    assert backend.calls[base:] == [1, 3, 2]
+    assert backend.calls[base:] == [1, 3, 1, 1, 1, 2]
     assert ok.status_code == 200
-    for r in failed:
+    assert [r.status_code for r in failed] == [200, 503, 200]
+    assert [r.json()["intent"] for r in (failed[0], failed[2])] == ["timer", "timer"]
+    for r in failed[1:2]:
         assert r.status_code == 503
         assert r.json()["error"] == {
             "code": "inference_failed",

@@ -10,7 +10,7 @@ import pytest
 
 from app.core.config import Settings
 from app.metrics import Metrics
-from app.package import PackagePathError, read_manifest, write_manifest
+from app.package import PackagePathError, read_manifest, sha256_file, write_manifest
 from app.service import IntentClassifier
 from tests.app.conftest import running_app
 
@@ -155,3 +155,36 @@ def test_startup_refuses_a_package_outside_the_root(root: Path) -> None:
     linked = Settings(model_dir=root / "link", backend="fake")  # default root: models/, but the link leaves it
     with pytest.raises(PackagePathError):
         IntentClassifier.load(linked, Metrics())
+
+
+def list_outside(pkg: Path, name: str, target: Path) -> None:
+    """List `name` in the package's files, with the target's true sha256 when it exists."""
+    manifest = read_manifest(pkg)
+    manifest.files[name] = sha256_file(target) if target.is_file() else "0" * 64
+    (pkg / "manifest.json").write_text(manifest.model_dump_json())
+
+
+@pytest.mark.parametrize("kind", ["name", "link"])
+async def test_reload_refuses_files_outside_the_package_alike_whether_they_exist(root: Path, kind: str) -> None:
+    secret = root.parent / "secret.txt"  # outside the package, inside the model root's parent
+    secret.write_text("not for the service\n")
+    answers = []
+    for target in (secret, root.parent / "absent.txt"):
+        pkg = make_package(root / f"{kind}-{target.stem}", root / "a", "pkg-x")
+        if kind == "name":
+            list_outside(pkg, f"../../{target.name}", target)
+        else:
+            (pkg / "notes.txt").unlink()
+            (pkg / "notes.txt").symlink_to(target)
+        async with running(root) as (client, app):
+            r = await client.post("/admin/reload", json={"model_dir": pkg.name}, headers=AUTH)
+            assert app.state.classifier.manifest.name == "pkg-a"  # the old package keeps serving
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "package_refused"
+        answers.append(r.json()["error"]["message"].replace(pkg.name, "PKG"))
+    expected = {
+        "name": "files: '../../secret.txt' is not a file name of the package folder",
+        "link": "package file 'notes.txt' is a link that leads outside the package folder",
+    }[kind]
+    assert expected in answers[0]
+    assert answers[0] == answers[1].replace("absent", "secret")  # nothing tells the two apart

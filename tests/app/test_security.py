@@ -149,6 +149,45 @@ async def test_json_logs_carry_the_request_id(manifest_only_package: Path) -> No
     assert startup["request_id"] is None or startup["request_id"] == "-"
 
 
+async def test_every_error_log_line_carries_its_request_id(manifest_only_package: Path) -> None:
+    stream = io.StringIO()
+    handler = make_handler("json", stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        async with running_app(manifest_only_package, "fake", max_batch_size=1) as (client, app):
+
+            async def broken() -> dict:
+                raise RuntimeError("a bug")
+
+            app.add_api_route("/broken", broken)
+            crashed = await client.get("/broken", headers={"x-request-id": "req-500"})
+            backend = app.state.classifier.backend
+            backend.fail_on = {len(backend.calls)}
+            failed = await client.post("/classify", json={"text": "weather"}, headers={"x-request-id": "req-503"})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert crashed.status_code == 500
+    assert crashed.headers["x-request-id"] == "req-500"
+    assert crashed.json()["error"] == {
+        "code": "internal_error",
+        "message": "internal server error",
+        "request_id": "req-500",
+    }
+    assert "a bug" not in crashed.text
+    assert failed.status_code == 503
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    errors = [(rec["request_id"], rec["message"]) for rec in records if rec["level"] == "ERROR"]
+    assert errors == [
+        ("req-500", "unhandled error on /broken"),
+        ("req-503", f"inference failed on a text (RuntimeError: fake failure on call {len(backend.calls) - 1})"),
+    ]
+    assert "RuntimeError: a bug" in next(rec["exception"] for rec in records if rec["request_id"] == "req-500")
+
+
 async def test_texts_never_in_logs_or_metric_labels(
     manifest_only_package: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -157,7 +196,7 @@ async def test_texts_never_in_logs_or_metric_labels(
     async with running_app(manifest_only_package, "fake", max_text_chars=100) as (client, app):
         backend = app.state.classifier.backend
         ok = await client.post("/classify", json={"text": secret})
-        backend.fail_on = {len(backend.calls)}
+        backend.fail_on = {len(backend.calls) + i for i in range(3)}  # the batch and each text retried alone
         failed = await client.post("/classify/batch", json={"texts": [secret, secret]})
         invalid = await client.post("/classify", json={"text": secret * 3})
         wrong_type = await client.post("/classify", json={"text": secret, "top_k": secret})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +14,24 @@ import pytest
 
 from app.core.config import Settings
 from app.metrics import Metrics
-from app.package import PackageError, read_manifest, write_manifest
+from app.package import BACKEND_FILES, PackageError, read_manifest, sha256_file, write_manifest
 from app.service import IntentClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
+PR_CAPBSET_DROP = 24
 
 
-def start(package: Path, backend: str, **env: str) -> subprocess.CompletedProcess[str]:
+def start(package: Path, backend: str, preexec_fn=None, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INTENT_")}
     environ |= {"INTENT_MODEL_DIR": str(package), "INTENT_BACKEND": backend, "INTENT_PORT": "1", **env}
     return subprocess.run(
-        [sys.executable, "-m", "app"], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "app"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -60,10 +69,43 @@ def damage_schema(pkg: Path) -> None:
     (pkg / "manifest.json").write_text(json.dumps(data))
 
 
+def damage_manifest_list(pkg: Path) -> None:
+    (pkg / "manifest.json").write_text("[]")
+
+
+def damage_manifest_encoding(pkg: Path) -> None:
+    (pkg / "manifest.json").write_bytes(b'{"name": "caf\xe9"}')  # latin-1, not UTF-8
+
+
+def rehash(pkg: Path) -> None:
+    write_manifest(pkg, read_manifest(pkg))  # the damage is then the package's own content, not tampering
+
+
+def damage_tokenizer_garbage(pkg: Path) -> None:
+    (pkg / "tokenizer.json").write_text('{"model": "garbage"}')
+    rehash(pkg)
+
+
+def damage_tokenizer_pad(pkg: Path) -> None:
+    text = (pkg / "tokenizer.json").read_text()
+    (pkg / "tokenizer.json").write_text(text.replace('"[PAD]"', '"[NOTPAD]"'))
+    rehash(pkg)
+
+
+def damage_tokenizer_config(pkg: Path) -> None:
+    (pkg / "tokenizer_config.json").write_text("{oops")
+    rehash(pkg)
+
+
 @pytest.mark.parametrize(
     ("damage", "backend", "message"),
     [
         (damage_missing_file, "onnx", "package file missing:"),
+        (damage_manifest_list, "onnx", "manifest.json is not a JSON object (found list)"),
+        (damage_manifest_encoding, "onnx", "manifest.json is not UTF-8 text (byte 13)"),
+        (damage_tokenizer_garbage, "onnx", "tokenizer.json is not a tokenizer the `tokenizers` library can load"),
+        (damage_tokenizer_pad, "onnx-int8", "pad token '[PAD]' is not in"),
+        (damage_tokenizer_config, "onnx", "tokenizer_config.json is not valid JSON"),
         (damage_sha, "onnx", "sha256 mismatch for"),
         (damage_tokenizer, "onnx", "sha256 mismatch for"),
         (damage_label_count, "onnx", "model outputs 6 logits but the manifest lists 7 labels"),
@@ -159,3 +201,84 @@ def test_relative_model_dir_is_relative_to_the_working_directory(
     relative = Path(tiny_package.parent.name) / tiny_package.name
     classifier = IntentClassifier.load(Settings(model_dir=relative, backend="onnx"), Metrics())
     assert classifier.backend.package_dir == tiny_package.resolve()
+
+
+def drop_file_read_override() -> None:
+    """In the child, before exec: root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH obeys file modes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_unreadable_file_is_named_with_the_reason(package_copy: Path, backend: str) -> None:
+    weights = package_copy / BACKEND_FILES[backend]
+    weights.chmod(0)
+    proc = start(package_copy, backend, preexec_fn=drop_file_read_override if os.geteuid() == 0 else None)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"intentserve: error: cannot read model file {weights}: permission denied"
+
+
+def test_files_the_backend_never_reads_are_not_hashed(package_copy: Path) -> None:
+    with (package_copy / "model.safetensors").open("ab") as fh:
+        fh.write(b"\0")  # corrupt torch weights: nothing to the onnx backends, refused by the torch ones
+    for backend in ("onnx", "onnx-int8"):
+        classifier = IntentClassifier.load(Settings(model_dir=package_copy, backend=backend), Metrics())
+        assert classifier.backend.name == backend
+    with pytest.raises(PackageError, match=r"sha256 mismatch for .*model\.safetensors"):
+        IntentClassifier.check(Settings(model_dir=package_copy, backend="torch"))
+    (package_copy / "tokenizer_config.json").write_text("{}")  # read by every tokenizer: always verified
+    with pytest.raises(PackageError, match=r"sha256 mismatch for .*tokenizer_config\.json"):
+        IntentClassifier.check(Settings(model_dir=package_copy, backend="onnx"))
+
+
+def test_package_files_get_their_mode_from_the_umask(tiny_package: Path, tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        (tmp_path / "private.bin").write_bytes(b"x")
+        (tmp_path / "private.bin").chmod(0o600)  # as safetensors writes its file
+        write_manifest(tmp_path, read_manifest(tiny_package))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private.bin").stat().st_mode) == 0o640
+    # The fixture's package was written by the real save/export/quantize steps under the session's umask.
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tiny_package.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o666 & ~old)
+    assert "model.safetensors" in modes
+
+
+def list_outside_file(pkg: Path, name: str, target: Path) -> None:
+    """Add `name` to the manifest's files, with the target's true sha256 when it exists."""
+    data = json.loads((pkg / "manifest.json").read_text())
+    data["files"][name] = sha256_file(target) if target.is_file() else "0" * 64
+    (pkg / "manifest.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/etc/no-such-file"])
+def test_manifest_cannot_name_a_file_outside_the_package(package_copy: Path, target: str) -> None:
+    name = "../../../../../.." + target
+    list_outside_file(package_copy, name, Path(target))
+    proc = start(package_copy, "onnx")
+    assert proc.returncode == 2, proc.stderr
+    # The same line whether the file exists (right hash) or not: nothing learnt about the machine.
+    assert proc.stderr.strip() == (
+        f"intentserve: error: {package_copy.resolve() / 'manifest.json'}: files: {name!r} "
+        "is not a file name of the package folder"
+    )
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_weights_linked_out_of_the_package_are_refused(package_copy: Path, tmp_path: Path, exists: bool) -> None:
+    outside = tmp_path / "outside" / "model.onnx"
+    outside.parent.mkdir()
+    (package_copy / "model.onnx").rename(outside)  # the very file, with its right hash
+    if not exists:
+        outside.unlink()
+    (package_copy / "model.onnx").symlink_to(outside)
+    proc = start(package_copy, "onnx", INTENT_MODEL_ROOT=str(tmp_path))  # the link stays inside the model root
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "intentserve: error: package file 'model.onnx' is a link that leads outside the package folder "
+        f"{package_copy.resolve()}"
+    )

@@ -49,6 +49,19 @@ CASES = [
     ("/classify/batch", {"json": {"texts": ["ok", 5]}}, 422, "texts.1: Input should be a valid string"),
     ("/classify/batch", {"json": {"texts": "not a list"}}, 422, "texts: Input should be a valid list"),
     ("/nope", {"json": {}}, 404, "Not Found"),
+    # Valid JSON, but not valid Unicode: refused here rather than failing inside the tokenizer.
+    (
+        "/classify",
+        {"content": b'{"text": "weather \\ud800"}'},
+        422,
+        "text: Value error, unpaired surrogate U+D800 at position 8 is not valid Unicode",
+    ),
+    (
+        "/classify/batch",
+        {"content": b'{"texts": ["weather", "\\udfff"]}'},
+        422,
+        "texts.1: Value error, unpaired surrogate U+DFFF at position 0",
+    ),
 ]
 
 
