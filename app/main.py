@@ -1,4 +1,9 @@
-"""App factory with a readable lifecycle: settings -> load + warm up -> ready -> serve -> drain."""
+"""The ASGI app: settings -> load + warm up -> ready -> serve -> drain.
+
+`create_app` is the factory (tests, `python -m app`, Ray Serve); the module-level `app` is built from the
+environment for `uvicorn app.main:app` and `fastapi run app/main.py`. Building either loads no model: the
+lifespan does, when the server starts.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +13,34 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import ServiceMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import router
 from app.core.config import Settings
+from app.core.logs import configure_logging
 from app.metrics import Metrics
 from app.service import IntentClassifier
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, classifier: IntentClassifier | None = None) -> FastAPI:
-    """Build the ASGI app; the model is loaded in the lifespan unless one is passed in."""
+def create_app(
+    settings: Settings | None = None, classifier: IntentClassifier | None = None, *, configure_logs: bool = False
+) -> FastAPI:
+    """Build the ASGI app; the model is loaded in the lifespan unless one is passed in.
+
+    `configure_logs`: set up the service's log handler at startup (for servers that do not, such as plain uvicorn).
+    """
     settings = settings or Settings()
     metrics = classifier.metrics if classifier is not None else Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if configure_logs:
+            configure_logging(settings.log_level, settings.log_format)
         runtime = classifier or IntentClassifier.load(settings, metrics)
         runtime.set_info(1)
         await runtime.batcher.start()
@@ -43,11 +57,14 @@ def create_app(settings: Settings | None = None, classifier: IntentClassifier | 
             await app.state.classifier.batcher.stop(settings.shutdown_timeout_s)
             logger.info("stopped")
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the installed package: no CDN, so they work offline.
+    # validatorUrl None: Swagger UI would otherwise fetch a badge from validator.swagger.io.
+    app = FastAPIOffline(
         title="intentserve",
         version="0.1.0",
         summary="Intent classification (CLINC150) with an out-of-scope fallback",
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -60,3 +77,7 @@ def create_app(settings: Settings | None = None, classifier: IntentClassifier | 
     install_openapi(app, settings)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+# `uvicorn app.main:app` / `fastapi run app/main.py`: the INTENT_* settings of this process, model loaded at startup.
+app = create_app(configure_logs=True)

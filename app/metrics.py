@@ -1,4 +1,4 @@
-"""Prometheus metrics (names and labels as agreed in DESIGN.md), one registry per app."""
+"""Prometheus metrics (names and labels: docs/api.md, "Metrics"), one registry per app."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model package contract: manifest schema, writing, and verification (see DESIGN.md)."""
+"""Model package contract: manifest schema, writing, and verification (docs/package-format.md)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ class AugmentConfig:
     p_swap: float = 0.1
     # Crossovers: the head of one query + the tail of another intent's query ("what is the apr on my
     # mastercard" + "... to pay my gas bill"). Near the intents but often none of them: trained students
-    # agree with the teacher's decision on only 80-89% of such queries (design note 21).
+    # agree with the teacher's decision on only 80-89% of such queries (docs/experiments.md).
     crossovers: int = 0
     seed: int = 0
 

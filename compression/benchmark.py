@@ -407,7 +407,7 @@ def run_benchmark(cfg: BenchmarkConfig, test: Split, data_source: str) -> dict[s
 
     pairs, ref_dir, skipped = _select_rows(cfg)
     if cfg.latency_runs < 100:
-        logger.warning("only %d latency runs per row: p99 is not meaningful (DESIGN.md asks >= 100)", cfg.latency_runs)
+        logger.warning("only %d latency runs per row: p99 is not meaningful (use >= 100)", cfg.latency_runs)
     threads = effective_threads(cfg.num_threads)
     previous_threads = torch.get_num_threads()
     load_before = os.getloadavg()

@@ -1,4 +1,4 @@
-"""Save a PyTorch classifier + tokenizer as a model package (DESIGN.md contract)."""
+"""Save a PyTorch classifier + tokenizer as a model package (docs/package-format.md)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ class QuantizeConfig:
     package_dir: Path = Path("artifacts/teacher")
     preset: str = "avx512_vnni"
     # One scale per output column instead of one per matrix: on all six trained packages it halved the
-    # validation decisions that differ from the fp32 graph (design note 11), for 3-12% more latency.
+    # validation decisions that differ from the fp32 graph (docs/experiments.md), for 3-12% more latency.
     per_channel: bool = True
     # The word-embedding table is half of a small BERT's int8 file (30522 x 384). At 4 bits (block-wise
     # scales, ORT's GatherBlockQuantized) it shrinks ~1.7x; it is a lookup, so it costs no matrix math.
@@ -37,7 +37,7 @@ class QuantizeConfig:
     embedding_block_size: int = 32
     # "fused": quantize the package's model.onnx, whose attention, skip-layernorm and bias-gelu ORT has
     # already fused, so int8 runs as QAttention + fused kernels (single-query p50 9-30% lower than
-    # "plain" on six MiniLM-sized packages, design note 24). "plain": the unfused export (until session 8).
+    # "plain" on six MiniLM-sized packages, docs/experiments.md). "plain": the unfused export (the earlier default).
     graph: str = "fused"
 
     def __post_init__(self) -> None:

@@ -182,7 +182,7 @@ def run_parallel(
     killed later (a GPU call's time limit).
 
     A bound matters on one GPU as much as on a CPU: small HF Trainer jobs are bound by Python overhead, and on an
-    H100 11 at once ran 53 ms per step each against 21 ms for 4 (design note 26), so more brings nothing.
+    H100 11 at once ran 53 ms per step each against 21 ms for 4 (docs/experiments.md), so more brings nothing.
     """
     if max_parallel < 1:
         raise ValueError("max_parallel must be >= 1")

@@ -82,6 +82,12 @@ class Config:
     port_flag: bool = False  # takes --port PORT (scripts/naive_server.py) instead of INTENT_PORT
 
 
+def shown(path: Path) -> str:
+    """A path as reports print it: relative to the repository when inside it, else its name (no machine paths)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+
+
 def build_configs(args: argparse.Namespace) -> dict[str, Config]:
     py = sys.executable
     ours = [py, "-m", "app"]
@@ -101,7 +107,7 @@ def build_configs(args: argparse.Namespace) -> dict[str, Config]:
                 **extra,
             },
             "/readyz",
-            str(package),
+            shown(package),
             desc,
         )
 
@@ -113,7 +119,7 @@ def build_configs(args: argparse.Namespace) -> dict[str, Config]:
             [*naive, "--model", str(args.teacher)],
             {},
             "/healthz",
-            str(args.teacher),
+            shown(args.teacher),
             "FastAPI sync endpoint + transformers pipeline per request, teacher",
             True,
         ),
@@ -565,10 +571,10 @@ def main(argv: list[str] | None = None) -> int:
         "num_threads": args.num_threads,
         "workers": args.workers,
         "server_env": args.server_env,
-        "pruned": str(args.pruned) if args.pruned else None,
-        "teacher": str(args.teacher),
+        "pruned": shown(args.pruned) if args.pruned else None,
+        "teacher": shown(args.teacher),
         "teacher_package": package_name(args.teacher),
-        "student": str(args.student),
+        "student": shown(args.student),
         "student_package": package_name(args.student),
         "configs": args.config_list,
     }

@@ -4,7 +4,7 @@
 
 Plots in-scope accuracy on the test split (torch fp32, as scored on the GPU machine) and on the
 validation split. Only in-scope accuracy is plotted: in that run, embedding rows of tokens that occur
-only in oos queries were zero (see README, "Pruning"), which changes oos scores but not in-scope ones
+only in oos queries were zero (docs/experiments.md, "The v0 packages"), which changes oos scores but not in-scope ones
 (every in-scope test and validation token had its pretrained row). Writes pruning.{png,json}.
 """
 

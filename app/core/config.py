@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64, description="server processes sharing the port (one model each)")
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     # 0: no fixed wait. Texts that arrive while the model runs form the next batch anyway; a fixed wait only
-    # delays the callers (measured: 2 ms cut req/s by 20-40% at 8-32 connections, docs/design-notes.md).
+    # delays the callers (measured: 2 ms cut req/s by 20-40% at 8-32 connections, docs/experiments.md).
     max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     max_queue: int = Field(default=256, ge=1, description="texts waiting for the model; beyond it 429")
     request_timeout_ms: float = Field(default=5000.0, gt=0.0, description="queue wait + inference; beyond it 504")

@@ -18,7 +18,7 @@ with `.remote` carried:
         --seeds 42,43,44,45,46 --seed-epochs 20 --max-parallel 5
 
 Jobs run at most --max-parallel at a time: small HF Trainer jobs are bound by Python overhead, and on one H100
-four at once ran 21 ms per step each, eleven 53 ms (design note 26).
+four at once ran 21 ms per step each, eleven 53 ms (docs/experiments.md).
 
 Every choice uses the validation split only; test-split scores are printed for information. Weights travel
 back as fp16 packs (scripts/remote/weights.py) in split tar chunks under --out; scripts/remote/fetch.sh
