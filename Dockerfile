@@ -13,13 +13,13 @@
 # The model package is NOT in the image by default: mount one (read-only) at /models/package,
 # which is INTENT_MODEL_DIR:
 #
-#   docker run --rm -p 8000:8000 -v "$PWD/artifacts/student:/models/package:ro" intentserve
+#   docker run --rm -p 8000:8000 -v "$PWD/models/clinc150-minilm:/models/package:ro" intentserve
 #
 # To bake a package in instead, build the runtime-bundled target. Its package comes from the build
 # stage named by the build arg MODEL_STAGE (default: model-from-context, which copies the folder
 # given as the named build context "model"):
 #
-#   docker build --target runtime-bundled --build-context model=artifacts/student -t intentserve:student .
+#   docker build --target runtime-bundled --build-context model=models/clinc150-minilm -t intentserve:bundled .
 #   docker build --target runtime-bundled --build-arg MODEL_STAGE=registry.example/intent-models:student .
 #     (any image that holds the package at /package)
 #

@@ -4,7 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PACKAGE ?= artifacts/teacher
+SERVE_STAMP := $(VENV)/.serve-installed
+# The shipped default model (onnx-int8 only); `make package PACKAGE=artifacts/teacher` builds one instead.
+PACKAGE ?= models/clinc150-minilm
 BACKEND ?= onnx-int8
 PRESET ?= quick
 REPLICAS ?= 2
@@ -12,13 +14,20 @@ REPLICAS ?= 2
 .PHONY: install system-deps serve serve-ray package test test-fast lint benchmark loadtest bench-serving clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned (2.13.0, CPU build); see pyproject.toml.
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(SERVE_STAMP)
 
 install: $(STAMP)
+
+# Serving alone needs only the core (the ONNX path: no torch): seconds, not minutes.
+$(SERVE_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(SERVE_STAMP)
 
 # promtool/prometheus (metrics and scrape tests) and wrk (serving benchmark); skipped when not root.
 system-deps:
@@ -27,16 +36,19 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk >/dev/null; \
 	else echo "note: install prometheus and wrk for the full test suite and benchmarks"; fi
 
-$(PACKAGE)/manifest.json: | $(STAMP)
-	$(PY) -m compression build --preset $(PRESET) --output-dir $(PACKAGE)
+# `make package PRESET=quick|full|mpnet [BUILD=dir]` trains one locally; serve it with `make serve PACKAGE=dir`.
+BUILD ?= artifacts/teacher
+package: | $(STAMP)
+	$(PY) -m compression build --preset $(PRESET) --output-dir $(BUILD)
 
-package: $(PACKAGE)/manifest.json
-
-serve: $(STAMP) $(PACKAGE)/manifest.json
+serve: $(SERVE_STAMP) | $(PACKAGE)/manifest.json
 	INTENT_MODEL_DIR=$(PACKAGE) INTENT_BACKEND=$(BACKEND) $(PY) -m app
 
+$(PACKAGE)/manifest.json:
+	@echo "no model package at $(PACKAGE): build one with 'make package BUILD=$(PACKAGE)'" >&2; exit 2
+
 # Ray Serve (extra `ray`): the same app in $(REPLICAS) replicas behind Ray's proxy on :8000; see docs/deployment.md.
-serve-ray: $(STAMP) $(PACKAGE)/manifest.json
+serve-ray: $(STAMP) | $(PACKAGE)/manifest.json
 	INTENT_MODEL_DIR=$(abspath $(PACKAGE)) INTENT_BACKEND=$(BACKEND) INTENT_NUM_THREADS=1 \
 		$(VENV)/bin/serve run app.ray_serve:app_builder num_replicas=$(REPLICAS) num_cpus=1
 

@@ -107,6 +107,7 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
         help="crossover queries (head of one intent's query + tail of another's) labelled by the teacher's "
         "decision incl. its oos rule (0 = none)",
     )
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast in training (measure its accuracy first)")
     p.add_argument("--trials", type=int, default=0, help="Optuna trials before the final run (0 = no search)")
     p.add_argument("--trial-fraction", type=float, default=0.2, help="share of the train split per trial")
     p.add_argument("--baseline", action="store_true", help="also train the same student with alpha=1 (no teacher)")
@@ -143,6 +144,7 @@ def run_distill(args: argparse.Namespace, data: ClincData) -> list[Path]:
         batch_size=args.batch_size,
         num_threads=args.num_threads,
         seed=args.seed,
+        bf16=args.bf16,
         logits_cache=args.logits_cache,
         augment=AugmentConfig(
             copies=args.augment_copies,
@@ -427,6 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
         "seeds", help="KD student vs the same student at alpha = 1 over several seeds: paired differences and a verdict"
     )
     _add_seeds_args(p)
+    p = sub.add_parser("ship", help="copy only what one backend reads into a new folder (e.g. models/NAME)")
+    _add_package_arg(p)
+    p.add_argument("--output-dir", type=Path, required=True, help="the slim package folder to write")
+    p.add_argument("--backend", default="onnx-int8", help="the backend whose files are kept")
+    p.add_argument("--name", help="package name in the new manifest (default: the package's)")
     p = sub.add_parser("build", help="finetune -> export -> quantize -> calibrate -> evaluate")
     _add_finetune_args(p)
     _add_quant_args(p)
@@ -561,6 +568,14 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(f"wrote {args.output}")
     elif args.command == "seeds":
         run_seeds(args)
+    elif args.command == "ship":
+        from app.package import PackageError
+        from compression.ship import ShipConfig, ship
+
+        try:
+            print(ship(ShipConfig(args.package, args.output_dir, args.backend, args.name)))
+        except (ValueError, PackageError) as exc:
+            raise SystemExit(f"ship: {exc}") from None
     elif args.command == "build":
         build(args)
     return 0

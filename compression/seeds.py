@@ -4,8 +4,9 @@ For each seed, two `distill --no-finish` runs of one recipe: the KD arm (the rec
 arm (hard labels only, the teacher unused). Each package is scored at fp32 with its own oos rule, chosen on the
 validation split as `calibrate` does; the test split is only read. The report gives the paired difference
 (KD minus alpha = 1) per seed, its mean and a paired-t confidence interval. The verdict rule is fixed before any
-run: distillation *measurably helps* only if at least 3 seeds are paired and the interval for the test accuracy
-difference lies above zero.
+run: distillation *measurably helps* only if at least 5 seeds are paired, the interval for the difference in test
+arg-max in-scope accuracy (no oos threshold, so no threshold noise) lies above zero, and the mean gain is at least
++0.5 points. Test accuracy with each package's own oos rule and the oos AUROC are reported beside it.
 
 The KD runs share one teacher pass: every job gets `--logits-cache OUTPUT_DIR/teacher-logits`, so the first KD
 run of a study computes the teacher's logits over the train split and the others read them
@@ -34,18 +35,21 @@ logger = logging.getLogger(__name__)
 LOGITS_CACHE = "teacher-logits"  # the study's shared teacher-logits folder, under its output dir
 
 ARMS = ("kd", "a1")  # a1: the same recipe with alpha = 1 (cross-entropy on the hard labels only)
-MIN_SEEDS = 3
+MIN_SEEDS = 5
+MIN_GAIN = 0.005  # the smallest mean gain of the verdict's metric that counts (0.5 points)
 SCORES_FILE = "scores.json"
 RECIPE_KEYS = ("student", "alpha", "temperature", "epochs", "learning_rate", "batch_size", "extra_args", "teacher")
 # (split, scores key, metric): the rows of the summary; the first one decides the verdict.
 METRICS = (
+    ("test", "test_argmax", "in_scope_accuracy"),
     ("test", "test", "accuracy"),
     ("test", "test", "in_scope_accuracy"),
     ("test", "test", "oos_recall"),
-    ("test", "test_argmax", "in_scope_accuracy"),
+    ("test", "test", "oos_auroc"),
     ("validation", "validation", "accuracy"),
     ("validation", "validation_argmax", "in_scope_accuracy"),
 )
+VERDICT_METRIC = "test_argmax.in_scope_accuracy"
 _PRESET = STUDENT_PRESETS["full"] or {}
 
 
@@ -221,6 +225,7 @@ def package_scores(package: Path, data: Any, device: str | None = None, batch_si
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from app.decision import oos_score
     from app.package import read_manifest
     from compression.calibrate import CalibrateConfig, choose_rule
     from compression.evaluate import scores
@@ -248,15 +253,34 @@ def package_scores(package: Path, data: Any, device: str | None = None, batch_si
 
     val, test = logits(data.validation.texts), logits(data.test.texts)
     score, threshold, val_scores, _ = choose_rule(val, data.validation.labels, manifest, CalibrateConfig())
+    oos = manifest.labels.index(manifest.oos_label)
+
+    def with_auroc(block: dict[str, float], split_logits: np.ndarray, gold: list[str]) -> dict[str, float]:
+        is_oos = np.asarray([g == manifest.oos_label for g in gold])
+        return {**block, "oos_auroc": oos_auroc(oos_score(split_logits, oos, score), is_oos)}
+
     # Arg-max alone (no oos rule): how many in-scope queries the model gets right at best.
     argmax = {"threshold": -math.inf, "score": "msp"}
     return {
         "rule": {"score": score, "threshold": threshold},
-        "validation": val_scores,
-        "test": scores(test, data.test.labels, manifest, threshold, score),
+        "validation": with_auroc(val_scores, val, data.validation.labels),
+        "test": with_auroc(scores(test, data.test.labels, manifest, threshold, score), test, data.test.labels),
         "validation_argmax": scores(val, data.validation.labels, manifest, **argmax),
         "test_argmax": scores(test, data.test.labels, manifest, **argmax),
     }
+
+
+def oos_auroc(in_scope_evidence: Any, is_oos: Any) -> float:
+    """Area under the ROC curve of telling in-scope from oos queries by the score (ties count half); nan if one class."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    evidence, is_oos = np.asarray(in_scope_evidence, dtype=np.float64), np.asarray(is_oos, dtype=bool)
+    n_in, n_oos = int((~is_oos).sum()), int(is_oos.sum())
+    if not n_in or not n_oos:
+        return math.nan
+    ranks = rankdata(evidence)  # Mann-Whitney: P(an in-scope query scores above an oos one)
+    return float((ranks[~is_oos].sum() - n_in * (n_in + 1) / 2) / (n_in * n_oos))
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -319,17 +343,22 @@ def summarize(records: list[dict[str, Any]], confidence: float = 0.95) -> dict[s
     seeds = sorted(s for s, arms in by_seed.items() if set(ARMS) <= set(arms))
     rows = {}
     for split, key, metric in METRICS:
+        if not all(metric in by_seed[s][arm][key] for s in seeds for arm in ARMS):
+            continue  # e.g. oos_auroc in records written before it was recorded
         diffs = [by_seed[s]["kd"][key][metric] - by_seed[s]["a1"][key][metric] for s in seeds]
         rows[f"{key}.{metric}"] = {"split": split, **paired(diffs, confidence)}
-    main = rows["test.accuracy"]
+    main = rows[VERDICT_METRIC]
+    what = "the test arg-max in-scope accuracy difference"
     if main["n"] < MIN_SEEDS:
         verdict = f"not enough seeds: {main['n']} paired, the rule needs {MIN_SEEDS}"
-    elif main["ci"][0] > 0:
-        verdict = "distillation measurably helps: the interval for the test accuracy difference is above zero"
+    elif main["ci"][0] > 0 and main["mean"] >= MIN_GAIN:
+        verdict = f"distillation measurably helps: the interval for {what} is above zero and its mean >= +0.5 pts"
     elif main["ci"][1] < 0:
-        verdict = "distillation measurably hurts: the interval for the test accuracy difference is below zero"
+        verdict = f"distillation measurably hurts: the interval for {what} is below zero"
+    elif main["ci"][0] > 0:
+        verdict = f"not shown: the interval for {what} is above zero but its mean gain is below +0.5 pts"
     else:
-        verdict = "not shown: the interval for the test accuracy difference contains zero"
+        verdict = f"not shown: the interval for {what} contains zero"
     parts = accuracy_parts([(by_seed[s]["kd"], by_seed[s]["a1"]) for s in seeds])
     return {"seeds": seeds, "confidence": confidence, "metrics": rows, "verdict": verdict, "accuracy_parts": parts}
 
@@ -386,7 +415,7 @@ def format_report(study: dict[str, Any]) -> str:
             f"{_pts(s['metrics']['test.accuracy']['mean'])} is {_pts(inside['mean'])} from in-scope accuracy "
             f"(sd {_pct(inside['sd'])}) and {_pts(oos['mean'])} from oos recall (sd {_pct(oos['sd'])}).",
         ]
-    lines += ["", f"**Verdict** (rule fixed in advance, on test accuracy): {s['verdict']}."]
+    lines += ["", f"**Verdict** (rule fixed in advance, on test arg-max in-scope accuracy): {s['verdict']}."]
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="INTENT_", env_file=".env", extra="ignore")
 
-    model_dir: Path = Path("artifacts/teacher")
+    model_dir: Path = Path("models/clinc150-minilm")
     model_root: Path | None = Field(
         default=None, description="packages must resolve inside this folder; default: MODEL_DIR's parent"
     )

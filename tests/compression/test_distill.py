@@ -432,3 +432,49 @@ def test_extra_teacher_with_other_labels_is_refused(tiny_package: Path, clinc_js
     data = load_clinc(str(clinc_json))
     with pytest.raises(ValueError, match="other labels than the teacher"):
         prepare(DistillConfig(teacher_dir=tiny_package, extra_teachers=(second,)), data)
+
+
+def test_a_student_of_another_family_reads_its_own_tokenizer(
+    tiny_mpnet_package: Path, clinc_json: Path, tmp_path: Path
+) -> None:
+    """MPNet teacher -> BERT-tokenizer student: soft targets are the teacher's logits on the same texts."""
+    from transformers import AutoTokenizer
+
+    from compression.distill import teacher_logits
+    from compression.finetune import EncodedSplit
+    from tests.conftest import build_tiny_model
+
+    base = tmp_path / "bert-base"
+    model, tokenizer = build_tiny_model(tmp_path)
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    data = load_clinc(str(clinc_json))
+    cfg = DistillConfig(
+        teacher_dir=tiny_mpnet_package,
+        student=str(base),
+        student_layers="1",
+        alpha=0.2,
+        temperature=2.0,
+        epochs=1,
+        learning_rate=5e-3,
+        batch_size=16,
+        output_dir=tmp_path / "student",
+    )
+    teacher, student_tok, train, label2id = prepare(cfg, data)
+    # The transfer set holds the student's token ids ([CLS] = 2), the teacher's own reading gives the targets.
+    assert student_tok.get_vocab() == tokenizer.get_vocab()
+    assert train[0]["input_ids"] == tokenizer(data.train.texts[0], truncation=True, max_length=64)["input_ids"]
+    teacher_tok = AutoTokenizer.from_pretrained(tiny_mpnet_package)
+    assert teacher_tok.get_vocab() != tokenizer.get_vocab()
+    own = teacher_logits(teacher, EncodedSplit(data.train, teacher_tok, label2id, 64), teacher_tok)
+    for i in (0, len(train) - 1):
+        assert torch.allclose(train[i]["teacher_logits"], own[i])
+    out = distill(cfg, data, (teacher, student_tok, train, label2id))
+    saved = AutoTokenizer.from_pretrained(out)
+    assert saved.get_vocab() == tokenizer.get_vocab()  # the package serves with the student's tokenizer
+    manifest = read_manifest(out)
+    assert manifest.labels == list(label2id)  # the teacher's label order
+    assert manifest.source["hyperparameters"]["student_layers"] == "1"
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(out).num_hidden_layers == 1

@@ -26,11 +26,12 @@ from compression.seeds import (
 )
 
 
-def record(seed: int, arm: str, test_acc: float, val_acc: float = 0.9) -> dict:
+def record(seed: int, arm: str, test_acc: float, val_acc: float = 0.9, argmax_in_scope: float | None = None) -> dict:
     """A run's scores with every metric the summary reads."""
-    block = {"accuracy": test_acc, "in_scope_accuracy": test_acc + 0.02, "oos_recall": 0.7}
+    block = {"accuracy": test_acc, "in_scope_accuracy": test_acc + 0.02, "oos_recall": 0.7, "oos_auroc": 0.9}
+    argmax = {**block, "in_scope_accuracy": test_acc + 0.05 if argmax_in_scope is None else argmax_in_scope}
     val = {"accuracy": val_acc, "in_scope_accuracy": val_acc, "oos_recall": 0.8}
-    return {"seed": seed, "arm": arm, "test": block, "test_argmax": block, "validation": val, "validation_argmax": val}
+    return {"seed": seed, "arm": arm, "test": block, "test_argmax": argmax, "validation": val, "validation_argmax": val}
 
 
 def test_t_quantile_matches_the_table() -> None:
@@ -49,22 +50,40 @@ def test_paired_interval_by_hand() -> None:
     assert (m["wins"], m["losses"], m["ties"]) == (3, 0, 0)
 
 
-def test_verdict_follows_the_interval_and_needs_three_paired_seeds() -> None:
-    helps = [record(s, "kd", 0.91 + 0.001 * s) for s in (1, 2, 3)] + [record(s, "a1", 0.90) for s in (1, 2, 3)]
-    assert summarize(helps)["verdict"].startswith("distillation measurably helps")
-    hurts = [record(s, "kd", 0.89 - 0.001 * s) for s in (1, 2, 3)] + [record(s, "a1", 0.90) for s in (1, 2, 3)]
+def test_verdict_reads_argmax_in_scope_needs_five_seeds_and_half_a_point() -> None:
+    seeds = (1, 2, 3, 4, 5)
+    a1 = [record(s, "a1", 0.90, argmax_in_scope=0.94) for s in seeds]
+    helps = [record(s, "kd", 0.89, argmax_in_scope=0.946 + 0.001 * s) for s in seeds] + a1
+    s = summarize(helps)
+    assert s["verdict"].startswith("distillation measurably helps")
+    assert s["metrics"]["test.accuracy"]["mean"] < 0  # the rule does not read thresholded accuracy
+    assert next(iter(s["metrics"])) == "test_argmax.in_scope_accuracy"
+    small = [record(s, "kd", 0.95, argmax_in_scope=0.942 + 0.0001 * s) for s in seeds] + a1
+    assert summarize(small)["verdict"].startswith("not shown: the interval for the test arg-max in-scope accuracy")
+    assert "below +0.5 pts" in summarize(small)["verdict"]
+    hurts = [record(s, "kd", 0.90, argmax_in_scope=0.93 - 0.001 * s) for s in seeds] + a1
     assert summarize(hurts)["verdict"].startswith("distillation measurably hurts")
     # Same mean gain as `helps`, but one seed loses: the interval straddles zero.
-    mixed = [record(1, "kd", 0.95), record(2, "kd", 0.89), record(3, "kd", 0.92)]
-    mixed += [record(s, "a1", 0.90) for s in (1, 2, 3)]
+    mixed = [
+        record(s, "kd", 0.90, argmax_in_scope=v) for s, v in zip(seeds, (0.99, 0.93, 0.95, 0.96, 0.92), strict=True)
+    ] + a1
     s = summarize(mixed)
-    assert s["metrics"]["test.accuracy"]["mean"] > 0
+    assert s["metrics"]["test_argmax.in_scope_accuracy"]["mean"] > 0.005
     assert s["verdict"].startswith("not shown")
-    # A seed with one arm only is left out of the pairs.
-    two = [*helps[:2], *helps[3:5], record(3, "kd", 0.99)]
-    s = summarize(two)
-    assert s["seeds"] == [1, 2]
-    assert s["verdict"].startswith("not enough seeds")
+    # A seed with one arm only is left out of the pairs: four pairs are not enough.
+    four = [*helps[:4], *a1]
+    s = summarize(four)
+    assert s["seeds"] == [1, 2, 3, 4]
+    assert s["verdict"].startswith("not enough seeds: 4 paired, the rule needs 5")
+
+
+def test_oos_auroc_by_hand() -> None:
+    from compression.seeds import oos_auroc
+
+    # in-scope evidence 0.9, 0.8, 0.4; oos 0.5, 0.1: pairs won 2 + 2 + 1 of 6.
+    assert oos_auroc([0.9, 0.8, 0.4, 0.5, 0.1], [False, False, False, True, True]) == pytest.approx(5 / 6)
+    assert oos_auroc([0.5, 0.5], [False, True]) == pytest.approx(0.5)  # a tie counts half
+    assert math.isnan(oos_auroc([0.9, 0.8], [False, False]))
 
 
 def test_accuracy_difference_splits_into_its_in_scope_and_oos_parts() -> None:

@@ -245,8 +245,8 @@ def compose_problems(compose: dict) -> list[str]:
     app_mounts = mounts(app)
     if model_dir not in app_mounts:
         problems.append(f"INTENT_MODEL_DIR {model_dir} is not a mounted volume: {app.get('volumes')}")
-    elif app_mounts[model_dir] != ("./artifacts/teacher", True):
-        problems.append(f"{model_dir} should be ./artifacts/teacher read-only, is {app_mounts[model_dir]}")
+    elif app_mounts[model_dir] != ("./models/clinc150-minilm", True):
+        problems.append(f"{model_dir} should be ./models/clinc150-minilm read-only, is {app_mounts[model_dir]}")
 
     if not str(prom.get("image", "")).startswith("prom/prometheus"):
         problems.append(f"prometheus image is {prom.get('image')!r}")

@@ -1,0 +1,48 @@
+"""Ship a package for one backend: only the files that backend reads, re-hashed under a new manifest."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.backends.registry import REGISTRY
+from app.package import OPTIONAL_FILES, TOKENIZER_FILE, read_manifest, verify_package, write_manifest
+
+logger = logging.getLogger(__name__)
+
+# Read by no backend, but they say what the model is (labels, architecture) to whoever opens the folder.
+DESCRIPTIVE_FILES = ("config.json",)
+
+
+@dataclass
+class ShipConfig:
+    """Which package, which backend, and where the slim copy goes."""
+
+    package_dir: Path
+    output_dir: Path
+    backend: str = "onnx-int8"
+    name: str | None = None  # default: the package's own name
+
+
+def ship(cfg: ShipConfig) -> Path:
+    """Copy the backend's files of a verified package into output_dir with a manifest of just those."""
+    if cfg.backend not in REGISTRY or not REGISTRY[cfg.backend].weights:
+        raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {sorted(REGISTRY)}")
+    manifest = verify_package(cfg.package_dir, cfg.backend)  # never ship a package that fails its own hashes
+    wanted = [*REGISTRY[cfg.backend].weights, TOKENIZER_FILE, *OPTIONAL_FILES, *DESCRIPTIVE_FILES]
+    out = Path(cfg.output_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in wanted:
+        if (Path(cfg.package_dir) / name).is_file():
+            shutil.copyfile(Path(cfg.package_dir) / name, out / name)
+    manifest.metrics = {cfg.backend: manifest.metrics[cfg.backend]} if cfg.backend in manifest.metrics else {}
+    manifest.source = {**manifest.source, "shipped_from": manifest.name, "shipped_backend": cfg.backend}
+    manifest.name = cfg.name or manifest.name
+    write_manifest(out, manifest)
+    read_manifest(out)  # the slim package parses as any other
+    logger.info("shipped %s (%s) to %s", cfg.package_dir, cfg.backend, out)
+    return out

@@ -1,0 +1,40 @@
+"""ship: a slim copy for one backend serves the same logits and verifies on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.backends.base import load_backend
+from app.package import PackageError, read_manifest
+from compression.cli import main
+from tests.conftest import synthetic_split
+
+
+def test_a_shipped_package_holds_only_what_its_backend_reads(tiny_package: Path, tmp_path: Path) -> None:
+    out = tmp_path / "models" / "tiny"
+    assert main(["ship", "--package", str(tiny_package), "--output-dir", str(out), "--name", "tiny-shipped"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.json", "manifest.json", "model_quantized.onnx", "tokenizer.json", "tokenizer_config.json"]
+    manifest = read_manifest(out)
+    assert manifest.name == "tiny-shipped"
+    assert manifest.backends == ["onnx-int8"]
+    assert set(manifest.files) == set(names) - {"manifest.json"}
+    assert set(manifest.metrics) <= {"onnx-int8"}
+    assert manifest.source["shipped_from"] == "tiny-bert"
+    texts = synthetic_split(20, seed=5)[0]
+    original, slim = load_backend("onnx-int8", tiny_package), load_backend("onnx-int8", out)
+    np.testing.assert_array_equal(slim.infer(slim.tokenize(texts)), original.infer(original.tokenize(texts)))
+    with pytest.raises(PackageError, match="not in package"):
+        load_backend("torch", out)
+
+
+def test_ship_refuses_a_damaged_package_and_an_unknown_backend(package_copy: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="ship: unknown backend 'tpu'"):
+        main(["ship", "--package", str(package_copy), "--output-dir", str(tmp_path / "a"), "--backend", "tpu"])
+    (package_copy / "model_quantized.onnx").write_bytes(b"damaged")
+    with pytest.raises(SystemExit, match="ship: sha256 mismatch"):
+        main(["ship", "--package", str(package_copy), "--output-dir", str(tmp_path / "b")])
+    assert not (tmp_path / "b").exists()
