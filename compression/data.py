@@ -26,7 +26,6 @@ LOCAL_CANDIDATES = (
 )
 HF_DATASET = "clinc_oos"
 HF_CONFIG = "plus"
-OOS = DEFAULT_OOS_LABEL
 TABLE_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 SPLIT_SEED = 0
