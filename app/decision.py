@@ -20,6 +20,8 @@ import numpy as np
 
 OosScore = Literal["msp", "max_logit", "energy"]
 OOS_SCORES: tuple[OosScore, ...] = ("msp", "max_logit", "energy")
+# The fallback label when the data and the manifest name none (CLINC150's); `--oos-label` picks another.
+DEFAULT_OOS_LABEL = "oos"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from app.backends.registry import REGISTRY
-from app.decision import OosScore, check_threshold
+from app.decision import DEFAULT_OOS_LABEL, OosScore, check_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Manifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     name: str
     labels: list[str] = Field(min_length=2)
-    oos_label: str = "oos"
+    oos_label: str = DEFAULT_OOS_LABEL
     # The threshold's scale is the score's: a probability for "msp", a logit value for the others.
     oos_score: OosScore = "msp"
     oos_threshold: float = Field(default=0.0, allow_inf_nan=False)

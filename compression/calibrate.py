@@ -18,6 +18,8 @@ from compression.evaluate import scores, split_logits
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("recall-at-loss", "balanced", "accuracy")
+# The rule used whatever the objective when validation has no oos query to measure it on.
+NO_OOS_OBJECTIVE = "in-scope-budget"
 
 
 @dataclass
@@ -33,6 +35,10 @@ class CalibrateConfig:
     Every score in `scores` gets its best threshold; the score with the best objective value wins. Ties go to
     the higher in-scope accuracy (fewer valid requests refused), then to the earlier score, so the plain
     probability is kept unless a logit score does better.
+
+    Validation without oos queries (data with no oos examples) measures no objective: every score then gets the
+    highest threshold that still refuses at most `max_in_scope_loss` more in-scope queries ("in-scope-budget"),
+    and the first score in `scores` is kept, since nothing tells the scores apart.
     """
 
     package_dir: Path = Path("artifacts/teacher")
@@ -71,10 +77,15 @@ def _search(
     max_loss: float,
     score: OosScore,
 ) -> tuple[float, dict, float]:
-    """(threshold, its scores, its objective value) for one score; ties go to the lowest threshold."""
+    """(threshold, its scores, its objective value) for one score; ties go to the lowest threshold.
+
+    Without oos queries in `gold`: the highest threshold within the in-scope budget, and objective value 0.
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
     floor = scores(logits, gold, manifest, -np.inf, score)["in_scope_accuracy"] - max_loss
+    if manifest.oos_label not in gold:
+        return _budget_threshold(logits, gold, manifest, grid, floor, score)
     best_t, best_value, best_scores = 0.0, -2.0, {}
     for t in grid:
         s = scores(logits, gold, manifest, float(t), score)
@@ -82,6 +93,21 @@ def _search(
         if value > best_value + 1e-12:
             best_t, best_value, best_scores = float(t), value, s
     return best_t, best_scores, best_value
+
+
+def _budget_threshold(
+    logits: np.ndarray, gold: list[str], manifest, grid: Sequence[float], floor: float, score: OosScore
+) -> tuple[float, dict, float]:
+    """The highest grid threshold whose in-scope accuracy stays at or above `floor` (the lowest refuses nothing)."""
+    # In-scope accuracy only falls as the threshold rises, so the last threshold that keeps the floor is the answer.
+    best_t = float(min(grid))
+    best_scores = scores(logits, gold, manifest, best_t, score)
+    for t in sorted(grid):
+        s = scores(logits, gold, manifest, float(t), score)
+        if s["in_scope_accuracy"] < floor - 1e-12:
+            break
+        best_t, best_scores = float(t), s
+    return best_t, best_scores, 0.0
 
 
 def choose_threshold(
@@ -103,6 +129,16 @@ def choose_rule(
 ) -> tuple[OosScore, float, dict, dict[str, dict]]:
     """The score and threshold with the best objective value on these (validation) logits, and every candidate."""
     oos_index = manifest.labels.index(manifest.oos_label)
+    has_oos = manifest.oos_label in gold
+    if not has_oos:
+        logger.warning(
+            "validation has no %r queries, so the %s objective cannot be measured: each score gets the highest "
+            "threshold that refuses at most %.1f%% more in-scope queries (%s), and the first score is kept",
+            manifest.oos_label,
+            cfg.objective,
+            100 * cfg.max_in_scope_loss,
+            NO_OOS_OBJECTIVE,
+        )
     candidates: dict[str, dict] = {}
     best: tuple[float, float, OosScore] | None = None
     for score in cfg.scores:
@@ -112,6 +148,8 @@ def choose_rule(
         t, s, value = _search(logits, gold, manifest, cfg.objective, grid, cfg.max_in_scope_loss, score)
         candidates[score] = {"threshold": t, "validation_scores": s, "objective_value": value}
         key = (value, s["in_scope_accuracy"])
+        if not has_oos:
+            key = (0.0, 0.0)  # nothing tells the scores apart: the first one is kept
         if best is None or key[0] > best[0] + 1e-12 or (abs(key[0] - best[0]) <= 1e-12 and key[1] > best[1] + 1e-12):
             best = (*key, score)
     if best is None:
@@ -128,9 +166,11 @@ def calibrate(cfg: CalibrateConfig, validation: Split) -> float:
     logits = split_logits(backend, validation, 64, desc="calibrate")
     score, threshold, s, candidates = choose_rule(logits, validation.labels, manifest, cfg)
     source = dict(manifest.source)
+    has_oos = manifest.oos_label in validation.labels
     source["calibration"] = {
         "split": "validation",
-        "objective": cfg.objective,
+        "objective": cfg.objective if has_oos else NO_OOS_OBJECTIVE,
+        "validation_oos_queries": validation.labels.count(manifest.oos_label),
         "max_in_scope_loss": cfg.max_in_scope_loss,
         "backend": backend_name,
         "score": score,
@@ -139,7 +179,8 @@ def calibrate(cfg: CalibrateConfig, validation: Split) -> float:
         "candidates": candidates,
     }
     update_manifest(cfg.package_dir, oos_score=score, oos_threshold=threshold, source=source)
-    logger.info("oos rule: %s < %.3f -> oos (%s on validation: %s)", score, threshold, cfg.objective, s)
+    objective = source["calibration"]["objective"]
+    logger.info("oos rule: %s < %.3f -> oos (%s on validation: %s)", score, threshold, objective, s)
     for name, c in candidates.items():
         logger.info("  candidate %-9s threshold %8.3f validation %s", name, c["threshold"], c["validation_scores"])
     return threshold

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.decision import OOS_SCORES
+from app.decision import DEFAULT_OOS_LABEL, OOS_SCORES
 from compression.config import HIDDEN_TARGETS, PRESETS, STUDENT_PRESETS, FinetuneConfig
 
 if TYPE_CHECKING:  # torch-free at import: the CLI loads heavy modules per command
@@ -28,6 +28,16 @@ def _finetune_config(args: argparse.Namespace) -> FinetuneConfig:
         if value is not None:
             setattr(cfg, f.name, Path(value) if f.name == "output_dir" else value)
     return cfg
+
+
+def data_from_args(args: argparse.Namespace) -> ClincData:
+    """The --data source with --oos-label and --domains; a bad file ends the command with one line, not a traceback."""
+    from compression.data import load_data as load
+
+    try:
+        return load(args.data, oos_label=args.oos_label, domains_file=args.domains)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"python -m compression: error: --data: {exc}") from None
 
 
 def _add_finetune_args(p: argparse.ArgumentParser) -> None:
@@ -309,8 +319,6 @@ def run_seeds(args: argparse.Namespace) -> dict:
         except ValueError as exc:
             raise SystemExit(f"seeds --merge: {exc}") from exc
     else:
-        from compression.data import load_clinc
-
         cfg = SeedStudyConfig(
             teacher_dir=args.teacher,
             output_dir=args.output_dir,
@@ -329,7 +337,7 @@ def run_seeds(args: argparse.Namespace) -> dict:
             extra_args=tuple(shlex.split(args.distill_args)),
         )
         try:
-            study = run_study(cfg, load_clinc(args.data))  # validates first, then trains
+            study = run_study(cfg, data_from_args(args))  # validates first, then trains
         except ValueError as exc:
             raise SystemExit(f"seeds: {exc}") from exc
     print(format_report(study))
@@ -367,7 +375,23 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(prog="python -m compression", description=__doc__)
-    parser.add_argument("--data", help="local oos-eval JSON or HF dataset name (default: local file if present)")
+    parser.add_argument(
+        "--data",
+        help="CSV or JSONL file of text,label[,split] (your own intents), a CLINC150 oos-eval JSON or an HF dataset "
+        "name (default: the local CLINC150 file if present)",
+    )
+    parser.add_argument(
+        "--oos-label",
+        default=DEFAULT_OOS_LABEL,
+        help="the out-of-scope label, the service's fallback answer; data without such rows still gets it as a "
+        "class (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--domains",
+        type=Path,
+        help='JSON {"domain": [intents]} named in the fallback message (default: CLINC150\'s domains.json for '
+        "CLINC150, else none: a generic message)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_finetune_args(sub.add_parser("finetune", help="fine-tune a base encoder into a package"))
@@ -465,12 +489,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run the chosen command."""
-    from compression.data import load_clinc
-
     if args.command == "finetune":
         from compression.finetune import finetune
 
-        finetune(_finetune_config(args), load_clinc(args.data))
+        finetune(_finetune_config(args), data_from_args(args))
     elif args.command == "export":
         from compression.export import ExportConfig, export
 
@@ -495,14 +517,14 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if unknown or not names:
             parser.error(f"--scores: unknown {unknown or 'empty list'}; choose from {', '.join(OOS_SCORES)}")
         cfg = CalibrateConfig(args.package, args.objective, max_in_scope_loss=args.max_in_scope_loss, scores=names)
-        calibrate(cfg, load_clinc(args.data).validation)
+        calibrate(cfg, data_from_args(args).validation)
     elif args.command == "evaluate":
         from compression.evaluate import EvalConfig, evaluate, format_table
 
         cfg = EvalConfig(
             args.package, tuple(args.backends), latency_runs=args.latency_runs, num_threads=args.num_threads
         )
-        print(format_table(evaluate(cfg, load_clinc(args.data).test)))
+        print(format_table(evaluate(cfg, data_from_args(args).test)))
     elif args.command == "distill":
         if args.augment_copies < 0 or not 0.0 <= args.augment_prob < 0.5:
             parser.error("--augment-copies must be >= 0 and --augment-prob in [0, 0.5)")
@@ -510,19 +532,19 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error("--augment-crossovers must be >= 0")
         if args.logit_mse < 0 or args.hidden_weight < 0:
             parser.error("--logit-mse and --hidden-weight must be >= 0")
-        data = load_clinc(args.data)
+        data = data_from_args(args)
         for package in run_distill(args, data):
             if not args.no_finish:
                 finish_package(package, data, **_quant_kwargs(args), num_threads=args.num_threads or 0)
     elif args.command == "prune":
-        data = load_clinc(args.data)
+        data = data_from_args(args)
         package = run_prune(args, data)
         if not args.no_finish:
             finish_package(package, data, **_quant_kwargs(args), num_threads=args.num_threads or 0)
     elif args.command == "finish":  # e.g. a package trained with --no-finish on a GPU machine without optimum
         if not (args.package / "manifest.json").is_file():
             raise SystemExit(f"finish: no model package at {args.package} (pass --package PACKAGE_DIR)")
-        finish_package(args.package, load_clinc(args.data), **_quant_kwargs(args), num_threads=args.num_threads)
+        finish_package(args.package, data_from_args(args), **_quant_kwargs(args), num_threads=args.num_threads)
     elif args.command == "benchmark":
         from compression.benchmark import BenchmarkConfig, format_markdown, run_benchmark, write_reports
 
@@ -538,7 +560,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             bert_base=not args.no_bert_base,
             output_dir=args.output_dir,
         )
-        data = load_clinc(args.data)
+        data = data_from_args(args)
         report = run_benchmark(cfg, data.test, data.source)
         paths = write_reports(report, cfg.output_dir)
         print(format_markdown(report))
@@ -559,7 +581,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             min_oos_recall=args.min_oos_recall,
             num_threads=args.num_threads,
         )
-        data = load_clinc(args.data)
+        data = data_from_args(args)
         table = format_frontier(run_frontier(cfg, {"validation": data.validation, "test": data.test}), cfg)
         print(table)
         if args.output:
@@ -621,12 +643,11 @@ def finish_package(
 
 def build(args: argparse.Namespace) -> None:
     """Run the whole chain for one preset (full adds the distilled student) and print the tables."""
-    from compression.data import load_clinc
     from compression.finetune import finetune
 
     start = time.perf_counter()
     cfg = _finetune_config(args)
-    data = load_clinc(args.data)
+    data = data_from_args(args)
     if args.reuse and (Path(cfg.output_dir) / "model.safetensors").is_file():
         logger.info("reusing trained weights in %s", cfg.output_dir)
     else:

@@ -600,6 +600,7 @@ def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple |
         cfg.output_dir,
         name=cfg.name,
         labels=labels,
+        oos_label=data.oos_label,
         domains=data.domains,
         max_length=cfg.max_length,
         source=source,

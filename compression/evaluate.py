@@ -1,4 +1,4 @@
-"""Evaluate a package on CLINC150 through the serving backends: accuracy, size, latency."""
+"""Evaluate a package on its test split through the serving backends: accuracy, size, latency."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def scores(
 ) -> dict[str, float]:
     """Overall accuracy, in-scope accuracy and oos recall with the oos rule of the service.
 
-    `score` defaults to the package's own oos score.
+    `score` defaults to the package's own oos score. oos recall is NaN (not available) without oos queries.
     """
     label2id = {label: i for i, label in enumerate(manifest.labels)}
     oos = label2id[manifest.oos_label]
@@ -110,20 +110,26 @@ def evaluate(cfg: EvalConfig, test: Split) -> dict[str, dict[str, float]]:
         del backend
     metrics = dict(manifest.metrics)
     for name, row in results.items():
-        metrics[name] = BackendMetrics(**{k: v for k, v in row.items() if k in BackendMetrics.model_fields})
+        # NaN (oos recall of a test split without oos queries) is stored as null: not available.
+        known = {k: None if np.isnan(v) else v for k, v in row.items() if k in BackendMetrics.model_fields}
+        metrics[name] = BackendMetrics(**known)
     update_manifest(cfg.package_dir, metrics=metrics)
     return results
 
 
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{value:.4f}"
+
+
 def format_table(results: dict[str, dict[str, float]]) -> str:
-    """Markdown table of evaluate() results."""
+    """Markdown table of evaluate() results; n/a where a rate has no queries to be measured on."""
     lines = [
         "| backend | accuracy | in-scope acc | oos recall | size MB | p50 ms | p99 ms |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['accuracy']:.4f} | {r['in_scope_accuracy']:.4f} | {r['oos_recall']:.4f} | "
+            f"| {name} | {_rate(r['accuracy'])} | {_rate(r['in_scope_accuracy'])} | {_rate(r['oos_recall'])} | "
             f"{r['size_mb']:.1f} | {r['latency_p50_ms']:.2f} | {r['latency_p99_ms']:.2f} |"
         )
     return "\n".join(lines)

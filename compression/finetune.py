@@ -118,6 +118,7 @@ def finetune(cfg: FinetuneConfig, data: ClincData | None = None) -> Path:
         cfg.output_dir,
         name=cfg.name,
         labels=data.labels,
+        oos_label=data.oos_label,
         domains=data.domains,
         max_length=cfg.max_length,
         source=source,

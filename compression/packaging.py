@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from app.decision import DEFAULT_OOS_LABEL
 from app.package import MANIFEST, Manifest, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,11 @@ def save_torch_package(
     max_length: int,
     source: dict[str, Any],
     oos_threshold: float = 0.0,
+    oos_label: str = DEFAULT_OOS_LABEL,
 ) -> Manifest:
     """Write config, safetensors weights, tokenizer files and manifest into a fresh folder."""
+    if oos_label not in labels:  # the service falls back to it: a package without it could never say "out of scope"
+        raise ValueError(f"the oos label {oos_label!r} is not one of the model's labels")
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -45,6 +49,7 @@ def save_torch_package(
     manifest = Manifest(
         name=name,
         labels=labels,
+        oos_label=oos_label,
         oos_threshold=oos_threshold,
         max_length=max_length,
         domains=domains,

@@ -760,6 +760,7 @@ def prune(cfg: PruneConfig, data: ClincData | None = None) -> Path:
         cfg.output_dir,
         name=cfg.name,
         labels=_labels(model),
+        oos_label=source_manifest.oos_label,
         domains=data.domains,
         max_length=max_length,
         source=source,

@@ -117,6 +117,17 @@ def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return package
 
 
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT saved like an HF hub checkpoint (encoder + tokenizer), to fine-tune from."""
+    work = tmp_path_factory.mktemp("base")
+    model, tokenizer = build_tiny_model(work)
+    base = work / "base"
+    model.bert.save_pretrained(base)  # encoder only, as a base model is published
+    tokenizer.save_pretrained(base)
+    return base
+
+
 @pytest.fixture
 def package_copy(tiny_package: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny package that a test may damage."""

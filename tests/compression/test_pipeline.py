@@ -11,18 +11,6 @@ import pytest
 from app.package import read_manifest
 from compression.cli import main
 from tests.app.conftest import running_app
-from tests.conftest import build_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT saved like an HF hub checkpoint (encoder + tokenizer), to fine-tune from."""
-    work = tmp_path_factory.mktemp("base")
-    model, tokenizer = build_tiny_model(work)
-    base = work / "base"
-    model.bert.save_pretrained(base)  # encoder only, as a base model is published
-    tokenizer.save_pretrained(base)
-    return base
 
 
 def op_types(path: Path) -> set[str]:
