@@ -1,6 +1,4 @@
-# syntax=docker/dockerfile:1
-#
-# intentserve images (BuildKit; the default builder since Docker 23).
+# intentserve images (BuildKit, the default builder since Docker 23, needs no syntax directive).
 #
 #   target       contents                                          backends
 #   runtime      (default) base install: onnxruntime + tokenizers  onnx, onnx-int8
@@ -99,7 +97,8 @@ FROM ${MODEL_STAGE} AS model-package
 
 FROM runtime-base AS runtime-bundled
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=model-package --chown=10001:10001 /package/ /models/package/
+# Owned by root and not writable by the service user: the service cannot rewrite its own model.
+COPY --from=model-package /package/ /models/package/
 
 # ---------------------------------------------------------------------------------------------------
 # Default target (last stage): ONNX backends only, package from a volume at /models/package.
