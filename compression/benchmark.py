@@ -27,7 +27,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from app.backends.base import Backend, load_backend
-from app.package import BACKEND_FILES, MANIFEST, Manifest, PackageError, package_size_mb, read_manifest
+from app.package import (
+    BACKEND_FILES,
+    MANIFEST,
+    Manifest,
+    PackageError,
+    package_size_mb,
+    read_manifest,
+    without_machine_paths,
+)
 from compression.data import Split
 from compression.evaluate import latency_queries, scores, split_logits, summarize_ms
 
@@ -630,6 +638,8 @@ def write_reports(report: dict[str, Any], output_dir: Path) -> dict[str, Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: output_dir / f"benchmark.{ext}" for ext in ("json", "md", "png")}
+    # Reports are shared and committed: package and data paths relative to the working folder, never absolute.
+    report = without_machine_paths(report, Path.cwd())
     paths["json"].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     paths["md"].write_text(format_markdown(report))
     plot_benchmark(report, paths["png"])

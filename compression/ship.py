@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.backends.registry import REGISTRY
-from app.package import OPTIONAL_FILES, TOKENIZER_FILE, read_manifest, verify_package, write_manifest
+from app.package import (
+    OPTIONAL_FILES,
+    TOKENIZER_FILE,
+    read_manifest,
+    verify_package,
+    without_machine_paths,
+    write_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +47,9 @@ def ship(cfg: ShipConfig) -> Path:
         if (Path(cfg.package_dir) / name).is_file():
             shutil.copyfile(Path(cfg.package_dir) / name, out / name)
     manifest.metrics = {cfg.backend: manifest.metrics[cfg.backend]} if cfg.backend in manifest.metrics else {}
-    manifest.source = {**manifest.source, "shipped_from": manifest.name, "shipped_backend": cfg.backend}
+    # A shipped package travels: its provenance keeps no absolute paths of the machine that built it.
+    source = without_machine_paths(manifest.source, Path.cwd())
+    manifest.source = {**source, "shipped_from": manifest.name, "shipped_backend": cfg.backend}
     manifest.name = cfg.name or manifest.name
     write_manifest(out, manifest)
     read_manifest(out)  # the slim package parses as any other

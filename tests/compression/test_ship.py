@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,12 @@ from tests.conftest import synthetic_split
 
 
 def test_a_shipped_package_holds_only_what_its_backend_reads(tiny_package: Path, tmp_path: Path) -> None:
+    from app.package import update_manifest
+
+    package = tmp_path / "built"
+    shutil.copytree(tiny_package, package)
+    update_manifest(package, source={"dataset": "/data/sets/clinc150/data_oos_plus.json", "teacher": "/abs/teacher"})
+    tiny_package = package
     out = tmp_path / "models" / "tiny"
     assert main(["ship", "--package", str(tiny_package), "--output-dir", str(out), "--name", "tiny-shipped"]) == 0
     names = sorted(p.name for p in out.iterdir())
@@ -24,6 +31,7 @@ def test_a_shipped_package_holds_only_what_its_backend_reads(tiny_package: Path,
     assert set(manifest.files) == set(names) - {"manifest.json"}
     assert set(manifest.metrics) <= {"onnx-int8"}
     assert manifest.source["shipped_from"] == "tiny-bert"
+    assert "/" not in str(manifest.source)  # no machine paths
     texts = synthetic_split(20, seed=5)[0]
     original, slim = load_backend("onnx-int8", tiny_package), load_backend("onnx-int8", out)
     np.testing.assert_array_equal(slim.infer(slim.tokenize(texts)), original.infer(original.tokenize(texts)))
