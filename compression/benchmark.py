@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from app.package import (
     without_machine_paths,
 )
 from compression.data import Split
-from compression.evaluate import latency_queries, scores, split_logits, summarize_ms
+from compression.evaluate import latency_queries, scores, split_logits, summarize_ms, timed_ms, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -188,22 +187,15 @@ def time_interleaved(
         raise ValueError(f"latency runs must be >= 1, got {runs}")
     n = len(backends)
     for backend in backends:
-        for i in range(warmup):
-            backend.predict([queries[i % len(queries)]])
+        warm_up(backend, queries, warmup)
     rounds = max(1, min(rounds, runs))
     bounds = [runs * r // rounds for r in range(rounds + 1)]
     times: list[list[float]] = [[] for _ in backends]
     gc.collect()
     for r in tqdm(range(rounds), desc="latency (round-robin)", leave=False):
         for j in [(r + k) % n for k in range(n)]:
-            predict = backends[j].predict
-            for i in range(block_warmup):
-                predict([queries[(bounds[r] + i) % len(queries)]])
-            for i in range(bounds[r], bounds[r + 1]):
-                query = [queries[i % len(queries)]]
-                start = time.perf_counter()
-                predict(query)
-                times[j].append((time.perf_counter() - start) * 1000)
+            warm_up(backends[j], queries, block_warmup, first=bounds[r])
+            times[j] += timed_ms(backends[j], queries, bounds[r], bounds[r + 1])
     return [summarize_ms(t) for t in times]
 
 

@@ -60,17 +60,28 @@ def scores(
     }
 
 
+def warm_up(backend: Backend, queries: list[str], calls: int, first: int = 0) -> None:
+    """`calls` untimed single-query predictions, from query number `first` on (cycling through `queries`)."""
+    for i in range(first, first + calls):
+        backend.predict([queries[i % len(queries)]])
+
+
+def timed_ms(backend: Backend, queries: list[str], first: int, stop: int) -> list[float]:
+    """Milliseconds of each single-query prediction of query numbers first..stop-1 (cycling through `queries`)."""
+    predict = backend.predict
+    times = []
+    for i in range(first, stop):
+        query = [queries[i % len(queries)]]
+        start = time.perf_counter()
+        predict(query)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def latency_ms(backend: Backend, queries: list[str], runs: int, warmup: int) -> dict[str, float]:
     """Single-query latency (tokenize + infer + softmax) over `runs` timed calls after warm-up."""
-    for i in range(warmup):
-        backend.predict([queries[i % len(queries)]])
-    times = []
-    for i in range(runs):
-        query = queries[i % len(queries)]
-        start = time.perf_counter()
-        backend.predict([query])
-        times.append((time.perf_counter() - start) * 1000)
-    return summarize_ms(times)
+    warm_up(backend, queries, warmup)
+    return summarize_ms(timed_ms(backend, queries, 0, runs))
 
 
 def summarize_ms(times: list[float]) -> dict[str, float]:

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from app.package import read_manifest, update_manifest
+from compression.config import PruneConfig
 from compression.data import ClincData, load_clinc
 from compression.distill import DistillSplit, check_same_tokenizer, distillation_loss, teacher_logits
 from compression.finetune import EncodedSplit
@@ -40,7 +41,6 @@ from compression.teacher_cache import cached_logits
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("magnitude", "movement", "structured")
 # The pruned scope: every Linear of the encoder layers (module names, and their weights in a state dict).
 ENCODER_LINEAR = re.compile(
     r"(^|\.)encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense"
@@ -48,78 +48,6 @@ ENCODER_LINEAR = re.compile(
 )
 WEIGHT_FILES = ("model.safetensors", "model.onnx", "model_quantized.onnx")
 GZIP_LEVEL = 6  # gzip's default level: what `gzip FILE` gives
-
-
-@dataclass
-class PruneConfig:
-    """What to prune, how, and the fine-tuning that goes with it.
-
-    Unstructured schedule (Zhu & Gupta): sparsity stays at `initial_sparsity` until `prune_start` (a fraction of
-    all steps, t0), rises cubically every `prune_every` steps (dt), and reaches `sparsity` by `prune_end`; the
-    remaining steps fine-tune at the final sparsity.
-    """
-
-    model_dir: Path = Path("artifacts/student")
-    method: str = "magnitude"
-    output_dir: Path | None = None  # default: artifacts/pruned-<method>-<sparsity or shape>
-    name: str | None = None  # default: the output folder's name
-    sparsity: float = 0.9
-    initial_sparsity: float = 0.0
-    prune_start: float = 0.1
-    prune_end: float = 0.7
-    prune_every: int = 10
-    epochs: float = 10.0
-    learning_rate: float = 1e-4
-    scores_learning_rate: float = 1e-2  # movement scores (Sanh et al. use 1e-2)
-    batch_size: int = 32
-    # No weight decay (as in finetune): with Adam, embedding rows of words absent from the data stay unchanged.
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0
-    teacher_dir: Path | None = None  # optional KD teacher package
-    alpha: float = 0.5
-    temperature: float = 2.0
-    heads_per_layer: int | None = None  # structured: heads kept in every layer
-    ffn_keep: int | None = None  # structured: FFN neurons kept in every layer
-    importance_examples: int = 2048
-    max_train_examples: int | None = None
-    seed: int = 42
-    num_threads: int | None = None
-    device: str | None = None  # default: cuda when available, else cpu
-    logits_cache: Path | None = None  # teacher logits shared by runs with the same teacher and train set
-
-    def __post_init__(self) -> None:
-        self.model_dir = Path(self.model_dir)
-        if self.teacher_dir is not None:
-            self.teacher_dir = Path(self.teacher_dir)
-        if self.output_dir is None:
-            if self.method == "structured":
-                suffix = f"h{self.heads_per_layer or 'all'}-f{self.ffn_keep or 'all'}"
-            else:
-                suffix = f"{round(100 * self.sparsity)}"
-            self.output_dir = Path("artifacts") / f"pruned-{self.method}-{suffix}"
-        self.output_dir = Path(self.output_dir)
-        self.name = self.name or self.output_dir.name
-
-    def validate(self) -> None:
-        """Raise ValueError with an actionable message for inconsistent settings."""
-        if self.method not in METHODS:
-            raise ValueError(f"unknown pruning method {self.method!r}; choose one of {METHODS}")
-        if self.method == "structured":
-            if self.heads_per_layer is None and self.ffn_keep is None:
-                raise ValueError("structured pruning needs --heads-per-layer and/or --ffn-keep")
-        elif self.heads_per_layer is not None or self.ffn_keep is not None:
-            raise ValueError("--heads-per-layer/--ffn-keep apply to --method structured only")
-        if not 0.0 <= self.initial_sparsity <= self.sparsity < 1.0:
-            raise ValueError(f"need 0 <= initial sparsity ({self.initial_sparsity}) <= sparsity ({self.sparsity}) < 1")
-        if not 0.0 <= self.prune_start < self.prune_end <= 1.0:
-            raise ValueError(f"need 0 <= prune_start ({self.prune_start}) < prune_end ({self.prune_end}) <= 1")
-        if self.prune_every < 1 or self.batch_size < 1 or self.epochs <= 0:
-            raise ValueError("prune_every and batch_size must be >= 1 and epochs > 0")
-        if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
-            raise ValueError(f"need 0 <= alpha <= 1 and temperature > 0 (got {self.alpha}, {self.temperature})")
-        if self.output_dir.resolve() == self.model_dir.resolve():
-            raise ValueError(f"--output-dir {self.output_dir} would overwrite the package being pruned")
 
 
 # ---------------------------------------------------------------------------------------------- schedule

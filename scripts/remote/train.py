@@ -6,7 +6,7 @@ The same `python -m compression` commands as on a CPU, with CUDA picked up autom
              validation split and keep the recipe with the best validation accuracy at its own oos rule
     student  Optuna search + distilled student + the same student without the teacher (alpha = 1)
     prune    `python -m compression prune` runs (one per line of --prune-args), in parallel
-    seeds    `python -m compression seeds`: the KD student and its alpha = 1 twin for each of --seeds; only the
+    seeds    `python -m research seeds`: the KD student and its alpha = 1 twin for each of --seeds; only the
              report (seeds.json, seeds.md) comes back. The teacher is this call's (stage teacher) or the one
              prepare.sh packed (TEACHER=DIR)
 
@@ -51,8 +51,8 @@ CHUNK = 15 * 1024 * 1024
 
 
 def run_parallel(commands: list[list[str]], logs: Path, max_parallel: int) -> None:
-    """Run the commands, at most max_parallel at a time (compression.seeds.run_parallel); log the failures."""
-    from compression.seeds import run_parallel as run_bounded
+    """Run the commands, at most max_parallel at a time (research.seeds.run_parallel); log the failures."""
+    from research.seeds import run_parallel as run_bounded
 
     results = run_bounded(commands, logs / str(int(time.time())), max_parallel, cwd=REPO)
     failed = [shlex.join(cmd) for cmd, (code, _) in zip(commands, results, strict=True) if code != 0]
@@ -78,7 +78,7 @@ def missing_token_rows(base: Path, data: Any) -> list[str]:
 
 def split_scores(package: Path, data, device: str) -> dict:
     """Choose the oos rule on validation (as `compression calibrate`), then score validation and test with it."""
-    from compression.seeds import package_scores
+    from research.seeds import package_scores
 
     result = package_scores(package, data, device)
     return {**result.pop("rule"), **result}
@@ -149,7 +149,7 @@ def main() -> None:
     p.add_argument(
         "--seed-args",
         default="--num-threads 2",
-        help="seeds stage: extra `compression seeds` arguments (default: 2 CPU threads per job, so that 16 cores "
+        help="seeds stage: extra `research seeds` arguments (default: 2 CPU threads per job, so that 16 cores "
         "are not oversubscribed)",
     )
     p.add_argument("--max-parallel", type=int, default=4, help="training jobs at a time")
@@ -291,7 +291,8 @@ def main() -> None:
             refresh_manifest(teacher)  # the fp16 weights are not the file the manifest's hash describes
         study = work / "seeds"
         # The report is rewritten in --out after every run: a call cut off by its time limit still returns it.
-        cmd = [*py, "seeds", "--teacher", str(teacher), "--output-dir", str(study), "--report-dir", str(out)]
+        research = [sys.executable, "-m", "research", "--data", str(args.data)]
+        cmd = [*research, "seeds", "--teacher", str(teacher), "--output-dir", str(study), "--report-dir", str(out)]
         cmd += ["--parallel", str(args.max_parallel), "--seeds", *args.seeds.split(",")]
         if args.seed_epochs is not None:
             cmd += ["--epochs", str(args.seed_epochs)]

@@ -264,3 +264,23 @@ def test_package_colors_are_distinct_beyond_ten_packages(n: int) -> None:
     colors = package_colors(names)
     assert list(colors) == names
     assert len(set(colors.values())) == n
+
+
+def test_evaluate_and_benchmark_timers_make_the_same_calls_and_time_the_backend(tiny_package: Path) -> None:
+    from app.backends.base import load_backend
+    from compression.benchmark import time_interleaved
+    from compression.evaluate import latency_ms
+
+    queries = ["what is my balance", "set a timer for ten minutes", "play some jazz"]
+    slow, quick = load_backend("fake", tiny_package), load_backend("fake", tiny_package)
+    slow.delay = 0.02  # 20 ms per call: well above the fake's own microseconds, even on a loaded machine
+    slow.calls.clear()
+    single = latency_ms(slow, queries, runs=5, warmup=2)
+    assert slow.calls == [1] * (2 + 5)  # warm-up, then the timed single-query calls
+    assert 20.0 <= single["p50"] <= single["p99"]
+    slow.calls.clear()
+    quick.calls.clear()
+    lat_slow, lat_quick = time_interleaved([slow, quick], queries, runs=6, warmup=1, rounds=3, block_warmup=1)
+    for backend in (slow, quick):
+        assert backend.calls == [1] * (1 + 3 * 1 + 6)  # warm-up, one block warm-up per round, the timed calls
+    assert lat_slow["p50"] >= 20.0 > lat_quick["p99"]

@@ -63,12 +63,12 @@ def test_calibrate_cli_restricts_and_checks_scores(package_copy: Path, clinc_jso
 def test_full_preset_build_adds_the_student_and_its_baseline(
     tiny_base: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from compression import cli
+    from compression import config
 
     # The full preset's chain with tiny settings: the same code path, seconds instead of an hour.
-    monkeypatch.setitem(cli.PRESETS, "full", {"epochs": 3.0, "learning_rate": 5e-3, "batch_size": 16})
+    monkeypatch.setitem(config.PRESETS, "full", {"epochs": 3.0, "learning_rate": 5e-3, "batch_size": 16})
     student = {"student": "layers:1", "alpha": 0.5, "temperature": 2.0, "epochs": 2.0, "learning_rate": 5e-3}
-    monkeypatch.setitem(cli.STUDENT_PRESETS, "full", {**student, "baseline": True, "embedding_bits": 4})
+    monkeypatch.setitem(config.STUDENT_PRESETS, "full", {**student, "baseline": True, "embedding_bits": 4})
     teacher = tmp_path / "artifacts" / "teacher"
     args = ["--data", str(clinc_json), "build", "--preset", "full", "--base-model", str(tiny_base)]
     assert main([*args, "--output-dir", str(teacher)]) == 0

@@ -10,10 +10,10 @@ import pytest
 from app.backends.base import load_backend
 from app.decision import OOS_SCORES, oos_score
 from app.package import Manifest, read_manifest
-from compression.cli import main
 from compression.data import load_clinc
 from compression.evaluate import scores
-from compression.frontier import FrontierConfig, best_recall_at, format_frontier, frontier_rows, run_frontier
+from research.cli import main
+from research.frontier import FrontierConfig, best_recall_at, format_frontier, frontier_rows, run_frontier
 
 MANIFEST = Manifest(name="m", labels=["a", "b", "oos"])
 

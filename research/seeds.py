@@ -94,7 +94,7 @@ class SeedStudyConfig:
         if importlib.util.find_spec("torch") is None:  # the jobs run this interpreter: fail once, not per job
             raise ValueError(
                 f"torch is not installed for {sys.executable}, which runs the training jobs: run the study with "
-                "the project's environment (make install, then .venv/bin/python -m compression seeds ...)"
+                "the project's environment (make install, then .venv/bin/python -m research seeds ...)"
             )
         reserved = {
             "--teacher",

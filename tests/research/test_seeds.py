@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from compression.cli import main
-from compression.seeds import (
+from research.cli import main
+from research.seeds import (
     SeedStudyConfig,
     format_report,
     merge_studies,
@@ -78,7 +78,7 @@ def test_verdict_reads_argmax_in_scope_needs_five_seeds_and_half_a_point() -> No
 
 
 def test_oos_auroc_by_hand() -> None:
-    from compression.seeds import oos_auroc
+    from research.seeds import oos_auroc
 
     # in-scope evidence 0.9, 0.8, 0.4; oos 0.5, 0.1: pairs won 2 + 2 + 1 of 6.
     assert oos_auroc([0.9, 0.8, 0.4, 0.5, 0.1], [False, False, False, True, True]) == pytest.approx(5 / 6)

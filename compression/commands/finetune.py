@@ -1,0 +1,55 @@
+"""`finetune`: fine-tune a base encoder into a package."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from compression.commands.common import data_from_args
+from compression.config import PRESETS, FinetuneConfig
+
+HELP = "fine-tune a base encoder into a package"
+DEFAULT_PRESET = "quick"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The preset, and the FinetuneConfig fields that override it (unset: the preset's, else the config's)."""
+    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    p.add_argument(
+        "--base-model",
+        dest="base_model",
+        help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, another HF id, or a local folder",
+    )
+    p.add_argument("--output-dir", dest="output_dir", help="package folder to write (default artifacts/teacher)")
+    p.add_argument("--name", help="package name recorded in the manifest")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--learning-rate", dest="learning_rate", type=float)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--max-length", dest="max_length", type=int)
+    p.add_argument("--max-train-samples", dest="max_train_samples", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-threads", dest="num_threads", type=int)
+    p.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, help="bf16 autocast in training (default: the preset's)"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """FinetuneConfig's defaults, then the preset's, then every option given."""
+    cfg = FinetuneConfig()
+    for key, value in PRESETS[args.preset].items():
+        setattr(cfg, key, value)
+    for f in fields(FinetuneConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(cfg, f.name, Path(value) if f.name == "output_dir" else value)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fine-tune one package."""
+    from compression.finetune import finetune
+
+    finetune(config_from_args(args), data_from_args(args))
+    return 0

@@ -1,0 +1,1 @@
+"""Research diagnostics beside the compression pipeline (seed study, oos frontier); not installed with the package."""

@@ -1,0 +1,133 @@
+"""Every command: the one table, a working --help, option defaults read from its config dataclass, a torch-free CLI."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from compression.augment import AugmentConfig
+from compression.benchmark import BenchmarkConfig
+from compression.calibrate import CalibrateConfig
+from compression.cli import build_parser, main
+from compression.commands import COMMANDS
+from compression.commands.common import DEFAULT_PACKAGE, quant_settings
+from compression.config import PRESETS, FinetuneConfig, PruneConfig
+from compression.distill import DistillConfig
+from compression.evaluate import EvalConfig
+from compression.export import ExportConfig
+from compression.quantize import QuantizeConfig
+from compression.ship import ShipConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = ["finetune", "export", "quantize", "calibrate", "evaluate", "distill", "prune", "finish", "benchmark"]
+NAMES += ["ship", "build"]
+
+
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def test_one_table_holds_every_command_with_its_hooks() -> None:
+    assert list(COMMANDS) == NAMES
+    for name, module in COMMANDS.items():
+        assert module.__name__ == f"compression.commands.{name}"
+        assert module.HELP
+        assert callable(module.add_arguments)
+        assert callable(module.run)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_of_every_command_lists_its_options(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m compression {name} ")
+    options = [s for a in subparser(build_parser(), name)._actions for s in a.option_strings]
+    assert len(options) > 1
+    assert [s for s in options if s not in out] == []
+
+
+# (command, required arguments, the config its defaults must give)
+DEFAULTS: list[tuple[str, list[str], Callable[[], object]]] = [
+    ("finetune", [], lambda: FinetuneConfig(**PRESETS["quick"])),  # finetune's options only override the preset
+    ("export", [], ExportConfig),
+    ("quantize", [], QuantizeConfig),
+    ("calibrate", [], CalibrateConfig),
+    ("evaluate", [], EvalConfig),
+    # One --augment-prob sets the three edit probabilities; the augmentation follows --seed.
+    ("distill", [], lambda: replace(DistillConfig(), augment=replace(AugmentConfig(), seed=DistillConfig.seed))),
+    ("prune", [], PruneConfig),
+    ("benchmark", [], BenchmarkConfig),
+    ("ship", ["--output-dir", "slim"], lambda: ShipConfig(DEFAULT_PACKAGE, Path("slim"))),
+]
+
+
+@pytest.mark.parametrize(("name", "required", "expected"), DEFAULTS, ids=[d[0] for d in DEFAULTS])
+def test_option_defaults_are_the_config_defaults(
+    name: str, required: list[str], expected: Callable[[], object]
+) -> None:
+    args = build_parser().parse_args([name, *required])
+    assert asdict(COMMANDS[name].config_from_args(args)) == asdict(expected())
+
+
+@pytest.mark.parametrize("name", ["quantize", "distill", "prune", "finish", "build"])
+def test_quantization_defaults_are_quantize_configs(name: str) -> None:
+    args = build_parser().parse_args([name])
+    assert QuantizeConfig(Path("p"), **quant_settings(args)) == QuantizeConfig(Path("p"))
+
+
+@pytest.mark.parametrize("name", ["export", "quantize", "calibrate", "evaluate", "finish", "ship"])
+def test_package_default_is_the_teacher_finetune_writes(name: str) -> None:
+    required = ["--output-dir", "slim"] if name == "ship" else []
+    assert build_parser().parse_args([name, *required]).package == FinetuneConfig.output_dir
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "name", "dest", "value"),
+    [
+        (DistillConfig, "alpha", "distill", "alpha", 0.25),
+        (DistillConfig, "batch_size", "distill", "batch_size", 7),
+        (PruneConfig, "sparsity", "prune", "sparsity", 0.55),
+        (QuantizeConfig, "graph", "quantize", "quant_graph", "plain"),
+        (EvalConfig, "latency_runs", "evaluate", "latency_runs", 3),
+    ],
+)
+def test_a_changed_config_default_reaches_the_cli(
+    cls: type, field: str, name: str, dest: str, value: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CLI reads the dataclass when it builds the parser: no second copy of the value to keep in step.
+    monkeypatch.setattr(cls, field, value)
+    assert getattr(build_parser().parse_args([name]), dest) == value
+
+
+def test_usage_errors_exit_2_with_the_message(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", "--augment-prob", "0.6"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m compression")
+    assert "error: --augment-copies must be >= 0 and --augment-prob in [0, 0.5)" in err
+
+
+def test_cli_and_its_parsers_import_no_torch() -> None:
+    code = (
+        "import sys, compression.cli, research.cli\n"
+        "compression.cli.build_parser(); research.cli.build_parser()\n"
+        "heavy = ('torch', 'transformers', 'optimum', 'onnxruntime', 'optuna')\n"
+        "print(compression.cli.__file__); print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    where, heavy = out.stdout.splitlines()
+    assert Path(where).is_relative_to(ROOT)
+    assert heavy == "[]"
