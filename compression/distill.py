@@ -484,10 +484,6 @@ def prepare(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     teacher, tokenizer = load_teacher(cfg.teacher_dir)
-    # Soft targets are the teacher's logits on the same texts, each model reading them with its own tokenizer.
-    student_tok = student_tokenizer(cfg, tokenizer)
-    if cfg.hidden_weight and cfg.hidden_target == "tokens" and student_tok.get_vocab() != tokenizer.get_vocab():
-        raise ValueError("--hidden-target tokens compares token by token: the student needs the teacher's tokenizer")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher.to(device)  # only for the logits pass; training moves the student itself
     # The student keeps the teacher's logit order, so soft targets line up label by label.
@@ -497,6 +493,10 @@ def prepare(
     label2id = {label: i for i, label in enumerate(labels)}
     rule = teacher_rule(cfg.teacher_dir, labels) if cfg.augment.crossovers else None  # fail before any work
     layers = hidden_layers(cfg, teacher) if cfg.hidden_weight else None
+    # Soft targets are the teacher's logits on the same texts, each model reading them with its own tokenizer.
+    student_tok = student_tokenizer(cfg, tokenizer)
+    if cfg.hidden_weight and cfg.hidden_target == "tokens" and student_tok.get_vocab() != tokenizer.get_vocab():
+        raise ValueError("--hidden-target tokens compares token by token: the student needs the teacher's tokenizer")
 
     cache_hits: list[bool] = []
 
