@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from app.batcher import INFERENCE_THREAD
 from app.core.config import Settings
+from app.guard import guarded_protocol
 from app.main import create_app
 from app.metrics import MULTIPROC_ENV, Metrics
 from app.package import PackageError
@@ -58,6 +59,8 @@ def serve(settings: Settings, classifier: IntentClassifier, sockets: list[socket
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         timeout_keep_alive=settings.keep_alive_s,
+        # httptools' parser with bounds on header size, pipelining, read time and connections (app.guard).
+        http=guarded_protocol(settings),
     )
     server = Server(config, app)
     server.run(sockets=sockets)
