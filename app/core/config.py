@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         description="open connections per worker; beyond it a new connection gets an immediate 503 and is closed; "
         "0 = the file descriptor limit less a reserve (10%, at least 64)",
     )
+    max_inflight: int = Field(
+        default=0,
+        ge=0,
+        description="classify requests in progress per worker (reading, queued or in the model); beyond it 429 "
+        "before the body is read; 0 = MAX_QUEUE + MAX_BATCH_SIZE",
+    )
     max_text_chars: int = Field(default=1000, ge=1)
     max_batch_texts: int = Field(default=64, ge=1)
     max_top_k: int = Field(default=10, ge=1)
@@ -115,6 +121,11 @@ class Settings(BaseSettings):
         if soft == resource.RLIM_INFINITY or soft <= 0:
             return 65536
         return max(16, soft - max(64, soft // 10))
+
+    @property
+    def inflight_limit(self) -> int:
+        """MAX_INFLIGHT, or what the queue plus one model batch can hold."""
+        return self.max_inflight or self.max_queue + self.max_batch_size
 
     @property
     def package_root(self) -> Path:
