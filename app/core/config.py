@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         description="classify requests in progress per worker (reading, queued or in the model); beyond it 429 "
         "before the body is read; 0 = MAX_QUEUE + MAX_BATCH_SIZE",
     )
+    worker_restarts: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="crashed workers replaced within 60 s (with back-off) before the service gives up and exits",
+    )
     max_text_chars: int = Field(default=1000, ge=1)
     max_batch_texts: int = Field(default=64, ge=1)
     max_top_k: int = Field(default=10, ge=1)
