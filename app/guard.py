@@ -242,6 +242,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.discarding = True
             self.transport.close()
             return
+        if not self.in_head and self.pipeline:
+            # A queued request's body did not come: it can never be answered in order, nor the connection reused.
+            self.discarding = True
+            self.transport.close()
+            return
         if not self.in_head and self.cycle is not None and not self.cycle.response_started:
             # The app is waiting for a body that will not come: it sees a disconnect, the client a 408.
             self.discarding = True

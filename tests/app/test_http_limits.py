@@ -49,7 +49,7 @@ def server(package: Path, tmp_path: Path, nofile: int | None = None, **env: str)
             preexec_fn=limit_descriptors,
         )
     try:
-        wait_ready(proc, f"http://127.0.0.1:{port}", log)
+        wait_ready(proc, f"http://127.0.0.1:{port}", log, timeout=180)  # generous: a loaded CI machine
         yield port, proc.pid, log
         assert proc.poll() is None, log.read_text()  # the server survived whatever the test did
     finally:

@@ -30,7 +30,7 @@ def start(package: Path, port: int, tmp_path: Path, **env: str) -> subprocess.Po
         )
 
 
-def until(condition: Callable[[], bool], what: str, log: Path, timeout: float = 20.0) -> None:
+def until(condition: Callable[[], bool], what: str, log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"{what}:\n{log.read_text()}"
@@ -77,7 +77,7 @@ def test_killing_the_parent_stops_the_workers_frees_the_port_and_the_metrics_fol
     stale.mkdir()
     proc = start(tiny_package, port, tmp_path)
     try:
-        wait_ready(proc, f"http://127.0.0.1:{port}", log)
+        wait_ready(proc, f"http://127.0.0.1:{port}", log, timeout=180)
         until(lambda: len(worker_pids(log)) == 2, "both workers up", log)
         pids = list(worker_pids(log).values())
         folders = list(tmp_path.glob("intentserve-metrics-*"))
@@ -94,7 +94,7 @@ def test_killing_the_parent_stops_the_workers_frees_the_port_and_the_metrics_fol
                 os.kill(pid, signal.SIGKILL)
     restarted = start(tiny_package, port, tmp_path)  # a restart on the same port works at once
     try:
-        wait_ready(restarted, f"http://127.0.0.1:{port}", log)
+        wait_ready(restarted, f"http://127.0.0.1:{port}", log, timeout=180)
     finally:
         restarted.send_signal(signal.SIGTERM)
         assert restarted.wait(timeout=30) == 0
@@ -106,7 +106,7 @@ def test_a_dead_worker_is_replaced_and_repeated_crashes_stop_the_service(tiny_pa
     url = f"http://127.0.0.1:{port}"
     proc = start(tiny_package, port, tmp_path, INTENT_WORKER_RESTARTS="2")
     try:
-        wait_ready(proc, url, log)
+        wait_ready(proc, url, log, timeout=180)  # generous: a loaded CI machine
         until(lambda: len(worker_pids(log)) == 2, "both workers up", log)
         first = worker_pids(log)
         os.kill(first[0], signal.SIGKILL)
