@@ -75,7 +75,12 @@ def create_app(
     install_error_handlers(app)
     app.include_router(router)
     install_openapi(app, settings)
-    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ServiceMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_inflight=settings.inflight_limit,
+    )
     return app
 
 

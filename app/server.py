@@ -1,15 +1,23 @@
-"""Serving with uvicorn: graceful SIGTERM (readiness 503 first, accepted requests finished, exit code 0)."""
+"""Serving with uvicorn: graceful SIGTERM (readiness 503 first, accepted requests finished, exit code 0).
+
+With INTENT_WORKERS > 1 a parent process pre-forks the workers, replaces one that crashes (with back-off) and
+gives up after repeated crashes; workers exit when the parent dies, however it dies.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
+import time
+from collections import deque
 from pathlib import Path
 from types import FrameType
 
@@ -18,6 +26,7 @@ from fastapi import FastAPI
 
 from app.batcher import INFERENCE_THREAD
 from app.core.config import Settings
+from app.guard import guarded_protocol
 from app.main import create_app
 from app.metrics import MULTIPROC_ENV, Metrics
 from app.package import PackageError
@@ -58,6 +67,8 @@ def serve(settings: Settings, classifier: IntentClassifier, sockets: list[socket
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         timeout_keep_alive=settings.keep_alive_s,
+        # httptools' parser with bounds on header size, pipelining, read time and connections (app.guard).
+        http=guarded_protocol(settings),
     )
     server = Server(config, app)
     server.run(sockets=sockets)
@@ -86,70 +97,181 @@ def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+METRICS_PREFIX = "intentserve-metrics-"
+RESTART_WINDOW_S = 60.0  # crashes counted toward INTENT_WORKER_RESTARTS within this window
+FIRST_BACKOFF_S = 0.5  # wait before replacing a crashed worker, doubled per recent crash
+MAX_BACKOFF_S = 10.0
+PACKAGE_ERROR = 2  # a worker's exit code when the package cannot be loaded: replacing it would fail the same way
+GAVE_UP = 1
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _exit_with_parent(parent: int) -> None:
+    """SIGTERM this worker (a graceful drain) when the parent dies, even by SIGKILL: no orphan keeps the port."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the kernel could be told
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    if armed:
+        return
+
+    def watch() -> None:
+        # Elsewhere, no kernel notice: poll. The parent's death re-parents this process, changing getppid().
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        logger.warning("parent process %d is gone: stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def _worker(settings: Settings, metrics_dir: str, index: int) -> int:
     """One forked worker: its own model, batcher, event loop and SO_REUSEPORT socket on the shared port."""
     try:
         classifier = IntentClassifier.load(settings, Metrics(multiprocess_dir=metrics_dir))
     except PackageError as exc:
         logger.error("worker %d: %s", index, exc)
-        return 2
+        return PACKAGE_ERROR
     logger.info("worker %d (pid %d): %d model thread(s)", index, os.getpid(), settings.threads_per_worker)
     # One socket per worker: with a shared one, the first event loop to wake accepts a whole burst of new
     # connections, and a closed-loop client's connections then all land on one worker.
     return serve(settings, classifier, sockets=[listen(settings.host, settings.port, reuse_port=True)])
 
 
+def _run_worker(settings: Settings, metrics_dir: str, own_dir: bool, index: int, parent: int) -> None:
+    """The forked child's whole life; never returns."""
+    # A replacement is forked after the parent installed its signal handlers: a stop signal must stop this
+    # worker (uvicorn installs its own when it starts serving), not run the parent's forwarding.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    code = 1
+    try:
+        _exit_with_parent(parent)
+        code = _worker(settings, metrics_dir, index)
+    except BaseException:
+        logger.exception("worker %d crashed", index)
+    finally:
+        if own_dir and os.getppid() != parent:
+            # Orphaned: nobody else will remove the metrics folder the parent created.
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        logging.shutdown()
+        os._exit(code)
+
+
+def _remove_stale_metrics_dirs() -> None:
+    """Metrics folders of earlier parents that are gone (killed before they could clean up)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
+        pid = folder.name[len(METRICS_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
 def serve_workers(settings: Settings) -> int:
-    """Pre-fork INTENT_WORKERS processes on one port (SO_REUSEPORT); the parent forwards stop signals and waits.
+    """Pre-fork INTENT_WORKERS processes on one port (SO_REUSEPORT); the parent supervises them.
 
     One process's event loop and model thread share one GIL; separate processes do not, so a 2-core box
-    serves about twice the requests with 2 workers. Metrics are summed over the workers' files.
+    serves about twice the requests with 2 workers. Metrics are summed over the workers' files. A worker that
+    dies is replaced after a back-off; more than INTENT_WORKER_RESTARTS crashes within a minute stop the service
+    (exit 1), and a worker that cannot load the package stops it at once (exit 2).
     """
     from prometheus_client.multiprocess import mark_process_dead
 
     listen(settings.host, settings.port, reuse_port=False).close()  # port taken or host invalid: fail here, once
+    parent = os.getpid()
     metrics_dir = os.environ.get(MULTIPROC_ENV)
     own_dir = metrics_dir is None
     if metrics_dir is None:
-        metrics_dir = tempfile.mkdtemp(prefix="intentserve-metrics-")
+        _remove_stale_metrics_dirs()
+        metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{parent}-")
     for stale in Path(metrics_dir).glob("*.db"):
         stale.unlink()  # values of an earlier run would be summed in
-    children: list[int] = []
-    for index in range(settings.workers):
+    workers: dict[int, int] = {}  # pid -> worker index
+
+    def spawn(index: int) -> int:
         pid = os.fork()
         if pid == 0:  # child
-            code = 1
-            try:
-                code = _worker(settings, metrics_dir, index)
-            except BaseException:
-                logger.exception("worker %d crashed", index)
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children.append(pid)
+            _run_worker(settings, metrics_dir, own_dir, index, parent)
+        workers[pid] = index
+        return pid
+
+    for index in range(settings.workers):
+        spawn(index)
     stopping = False
 
     def forward(sig: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
         # SIGTERM for both: a second SIGINT would make uvicorn skip the graceful drain.
-        for child in children:
+        for child in list(workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    logger.info("serving with %d workers (pids %s)", settings.workers, children)
-    codes: dict[int, int] = {}
-    while len(codes) < len(children):
-        pid, status = os.wait()
-        codes[pid] = os.waitstatus_to_exitcode(status)
-        mark_process_dead(pid, metrics_dir)
-        if codes[pid] != 0 and not stopping:
-            # A worker that dies takes the service down: the orchestrator restarts it whole.
-            logger.error("worker pid %d exited with %d; stopping the others", pid, codes[pid])
-            forward(signal.SIGTERM, None)
-    if own_dir:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    failed = [c for c in codes.values() if c != 0]
-    return failed[0] if failed else 0
+    logger.info("serving with %d workers (pids %s)", settings.workers, list(workers))
+    crashes: deque[float] = deque()
+    pending: list[tuple[float, int]] = []  # (monotonic time, index) of scheduled replacements
+    exit_code = 0
+    try:
+        while workers or (pending and not stopping):
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = 0, 0
+            if pid == 0:
+                now = time.monotonic()
+                for due in [p for p in pending if p[0] <= now]:
+                    pending.remove(due)
+                    if not stopping:
+                        logger.warning("replacing worker %d (pid %d)", due[1], spawn(due[1]))
+                time.sleep(0.05)
+                continue
+            index = workers.pop(pid, None)
+            if index is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            mark_process_dead(pid, metrics_dir)
+            if stopping:
+                exit_code = exit_code or code
+                continue
+            if code == PACKAGE_ERROR:
+                logger.error("worker pid %d cannot load the package; stopping the others", pid)
+                exit_code = code
+                forward(signal.SIGTERM, None)
+                continue
+            now = time.monotonic()
+            crashes.append(now)
+            while crashes and crashes[0] < now - RESTART_WINDOW_S:
+                crashes.popleft()
+            if len(crashes) > settings.worker_restarts:
+                logger.error(
+                    "worker pid %d exited with %d: %d worker exits within %.0f s (INTENT_WORKER_RESTARTS=%d): "
+                    "giving up, stopping the others",
+                    pid,
+                    code,
+                    len(crashes),
+                    RESTART_WINDOW_S,
+                    settings.worker_restarts,
+                )
+                exit_code = GAVE_UP
+                forward(signal.SIGTERM, None)
+                continue
+            delay = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (len(crashes) - 1))
+            logger.error("worker %d (pid %d) exited with %d; replacing it in %.1f s", index, pid, code, delay)
+            pending.append((now + delay, index))
+    finally:
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return exit_code

@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: body size limit, request ids, request metrics."""
+"""Pure-ASGI middleware: admission control, body size limit, request ids, request metrics."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+CLASSIFY_ENDPOINTS = {"/classify", "/classify/batch"}
 KNOWN_ENDPOINTS = {"/classify", "/classify/batch", "/healthz", "/readyz", "/metrics", "/v1/model", "/admin/reload"}
 # A client's own X-Request-ID is kept only if it is a short token: it goes into logs and a response header.
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -72,12 +73,14 @@ async def _send_json(send: Send, status: int, body: dict, headers: list[tuple[by
 
 
 class ServiceMiddleware:
-    """Counts every request by endpoint/status, times it, tags it with an id, and caps body size."""
+    """Counts every request by endpoint/status, times it, tags it with an id, caps body size, refuses overload."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, max_inflight: int = 0) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.max_inflight = max_inflight  # classify requests in progress; 0 = no bound here (the queue's only)
+        self.classify_inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,6 +108,7 @@ class ServiceMiddleware:
         too_large = self._declared_too_large(scope)
         received = 0
         keep_id = False
+        admitted = False
 
         async def receive_wrapper() -> Message:
             nonlocal received
@@ -118,7 +122,12 @@ class ServiceMiddleware:
         try:
             if too_large:
                 await self._reject_large(send_wrapper, rid)
+            elif path in CLASSIFY_ENDPOINTS and scope.get("method") == "POST" and self._overloaded(scope):
+                await self._reject_overloaded(send_wrapper, rid)
             else:
+                if path in CLASSIFY_ENDPOINTS:
+                    admitted = True
+                    self.classify_inflight += 1
                 try:
                     await self.app(scope, receive_wrapper, send_wrapper)
                 except BodyTooLarge:
@@ -140,6 +149,8 @@ class ServiceMiddleware:
                             await self._reject_cancelled(send_wrapper, rid)
                     raise
         finally:
+            if admitted:
+                self.classify_inflight -= 1
             if not keep_id:
                 request_id_var.reset(token)
             self.metrics.inflight.dec()
@@ -154,6 +165,23 @@ class ServiceMiddleware:
                 except ValueError:
                     return False
         return False
+
+    def _overloaded(self, scope: Scope) -> bool:
+        """Whether a classify request would only wait to be refused: decided before its body is read.
+
+        Reading, parsing and validating the bodies of requests that the full queue then refuses costs the event
+        loop (and the GIL it shares with the model thread) most of its time under overload: goodput collapses.
+        """
+        if self.max_inflight and self.classify_inflight >= self.max_inflight:
+            return True
+        app = scope.get("app")
+        classifier = getattr(getattr(app, "state", None), "classifier", None)
+        batcher = getattr(classifier, "batcher", None)
+        return bool(batcher is not None and batcher.max_queue and batcher.queue.qsize() >= batcher.max_queue)
+
+    async def _reject_overloaded(self, send: Send, request_id: str) -> None:
+        body = _error_body(request_id, "overloaded", "too many requests are waiting; retry shortly")
+        await _send_json(send, 429, body, [(b"retry-after", b"1")])
 
     async def _reject_cancelled(self, send: Send, request_id: str) -> None:
         body = _error_body(request_id, "shutting_down", "the service stopped before answering; retry")

@@ -36,6 +36,50 @@ class Settings(BaseSettings):
     # 60 s): when both sides use the same value, the server can close an idle connection at the moment the
     # client reuses it, and that request fails (seen once in a 78k-request soak with uvicorn's 5 s default).
     keep_alive_s: float = Field(default=75.0, gt=0.0, le=3600.0, description="idle keep-alive connection lifetime")
+    # Limits on what one connection may cost (app.guard): a hostile or broken client must not hold memory,
+    # descriptors or the event loop that other clients need.
+    max_header_bytes: int = Field(
+        default=16384, ge=1024, le=1048576, description="request line + headers of one request; beyond it 431"
+    )
+    max_headers: int = Field(default=100, ge=8, le=10000, description="header fields in one request; beyond it 431")
+    max_pipelined: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="requests queued behind the one being answered on a connection; beyond them the connection "
+        "is closed after answering those",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="from a connection's opening (or a request's first byte) to the end of the request's headers; "
+        "beyond it 408 (nothing sent yet: just closed)",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="from the end of a request's headers to the end of its body; beyond it 408",
+    )
+    max_connections: int = Field(
+        default=0,
+        ge=0,
+        description="open connections per worker; beyond it a new connection gets an immediate 503 and is closed; "
+        "0 = the file descriptor limit less a reserve (10%, at least 64)",
+    )
+    max_inflight: int = Field(
+        default=0,
+        ge=0,
+        description="classify requests in progress per worker (reading, queued or in the model); beyond it 429 "
+        "before the body is read; 0 = MAX_QUEUE + MAX_BATCH_SIZE",
+    )
+    worker_restarts: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="crashed workers replaced within 60 s (with back-off) before the service gives up and exits",
+    )
     max_text_chars: int = Field(default=1000, ge=1)
     max_batch_texts: int = Field(default=64, ge=1)
     max_top_k: int = Field(default=10, ge=1)
@@ -68,6 +112,26 @@ class Settings(BaseSettings):
         if self.num_threads:
             return self.num_threads
         return max(1, (os.cpu_count() or 1) // self.workers)
+
+    @property
+    def connection_limit(self) -> int:
+        """MAX_CONNECTIONS, or the descriptor limit less a reserve for the model, logs and listening sockets."""
+        if self.max_connections:
+            return self.max_connections
+        try:
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, OSError, ValueError):  # no resource module (Windows)
+            return 1024
+        if soft == resource.RLIM_INFINITY or soft <= 0:
+            return 65536
+        return max(16, soft - max(64, soft // 10))
+
+    @property
+    def inflight_limit(self) -> int:
+        """MAX_INFLIGHT, or what the queue plus one model batch can hold."""
+        return self.max_inflight or self.max_queue + self.max_batch_size
 
     @property
     def package_root(self) -> Path:

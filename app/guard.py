@@ -1,0 +1,263 @@
+"""HTTP/1.1 limits per connection: header size and count, pipelining depth, read timeouts, connection count.
+
+uvicorn's httptools protocol has none of these: an endless header section or an endless pipeline grows the
+process without bound, a connection that sends nothing (or half a request) is held forever, and enough of them
+exhaust the file descriptors. h11 bounds the header section but not the rest, and costs throughput. This is
+httptools' protocol with the missing guards; every refusal is cheap (no ASGI task, no body read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from app.core.config import Settings
+
+logger = logging.getLogger(__name__)
+# One warning per this many seconds per kind of refusal: a flood of bad clients must not flood the log too.
+LOG_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The bounds one connection is held to (from the INTENT_* settings)."""
+
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+    max_pipelined: int = 16
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HttpLimits:
+        """The limits the settings ask for (MAX_CONNECTIONS resolved against the descriptor limit)."""
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            max_pipelined=settings.max_pipelined,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            max_connections=settings.connection_limit,
+        )
+
+
+class _RateLimitedWarning:
+    """Logs the first refusal of a kind, then at most one summary line per LOG_EVERY_S."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.last = 0.0
+        self.suppressed = 0
+
+    def __call__(self, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.last < LOG_EVERY_S:
+            self.suppressed += 1
+            return
+        extra = f" ({self.suppressed} more since the last such line)" if self.suppressed else ""
+        logger.warning(self.message + extra, *args)
+        self.last, self.suppressed = now, 0
+
+
+_warn_connections = _RateLimitedWarning("connection limit reached (%d open): refusing new connections with 503")
+_warn_headers = _RateLimitedWarning("refused a request head over the limit (%s): 431")
+_warn_timeout = _RateLimitedWarning("closed a connection that did not send its request in time (%s)")
+_warn_pipeline = _RateLimitedWarning("a connection pipelined more than %d requests: closing it after answering them")
+
+
+class _RefuseError(Exception):
+    """Raised from a parser callback to stop parsing this connection's input at once."""
+
+
+def _error(status: int, code: str, message: str, extra: bytes = b"") -> bytes:
+    """A complete `connection: close` response with the service's error envelope."""
+    body = json.dumps({"error": {"code": code, "message": message, "request_id": None}}).encode()
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            extra,
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, bounded: see the module docstring; `limits` is set by `guarded_protocol`."""
+
+    limits: ClassVar[HttpLimits] = HttpLimits()
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.in_head = True  # between requests or inside a request's head (not in its body)
+        self.head_bytes = 0  # bytes received since the current head began (an upper bound: see data_received)
+        self.header_count = 0
+        self.received_any = False
+        self.read_timer: asyncio.TimerHandle | None = None
+        self.discarding = False  # input is no longer parsed: the connection closes after its queued answers
+        self.refusal: tuple[int, str, str] | None = None  # set by a callback that raised _Refuse
+
+    # Connection lifecycle
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Refuse at once beyond the connection limit; otherwise start the clock for the first request."""
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            _warn_connections(len(self.connections) - 1)
+            self.discarding = True
+            self.connections.discard(self)
+            message = "too many open connections; retry shortly"
+            transport.write(_error(503, "overloaded", message, b"retry-after: 1\r\n"))
+            transport.close()
+            return
+        self._arm(self.limits.header_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the read timer with the connection."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Count head bytes and start the header clock, then parse (httptools' own error handling kept)."""
+        if self.discarding:
+            return
+        self.received_any = True
+        self._unset_keepalive_if_required()
+        if self.in_head:
+            # The whole chunk counts toward the head it starts or continues. A chunk that also finishes the head
+            # resets the count in on_headers_complete, so the next head in the same chunk is undercounted by at
+            # most one read: the bound holds to within one read's size (tens of KiB).
+            self.head_bytes += len(data)
+            if self.read_timer is None:
+                self._arm(self.limits.header_timeout_s)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self.refusal is not None:
+                self._refuse(*self.refusal)
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self._disarm()
+            self.send_400_response(msg)
+            return
+        if self.in_head and self.head_bytes > self.limits.max_header_bytes:
+            _warn_headers(f"over {self.limits.max_header_bytes} bytes")
+            self._refuse(431, "headers_too_large", f"request headers exceed {self.limits.max_header_bytes} bytes")
+
+    # Parser callbacks
+    def on_message_begin(self) -> None:
+        """A new request: its own header count."""
+        super().on_message_begin()
+        self.header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Count header fields; stop parsing past the limit."""
+        self.header_count += 1
+        if self.header_count > self.limits.max_headers:
+            _warn_headers(f"over {self.limits.max_headers} header fields")
+            self.refusal = (431, "headers_too_large", f"more than {self.limits.max_headers} header fields")
+            raise _RefuseError
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        """Head done: switch to the body clock; refuse a request beyond the pipelining depth before queueing it."""
+        self.in_head = False
+        self.head_bytes = 0
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if busy and len(self.pipeline) >= self.limits.max_pipelined:
+            _warn_pipeline(self.limits.max_pipelined)
+            self.refusal = (503, "overloaded", "too many pipelined requests")
+            raise _RefuseError
+        self._arm(self.limits.body_timeout_s)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """Request read whole: no read clock until the next request's first byte."""
+        self.in_head = True
+        self._disarm()
+        super().on_message_complete()
+
+    # Refusals
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer `status` and close, or, with answers still owed, close after sending them (HTTP/1.1 order)."""
+        self.discarding = True
+        self.refusal = None
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # Earlier requests on this connection are still being answered: a response now would be taken as
+            # theirs. Read nothing more, answer them, then close (a client resends unanswered requests).
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        self.transport.write(_error(status, code, message))
+        self.transport.close()
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self.read_timer = self.loop.call_later(seconds, self._read_timeout)
+
+    def _disarm(self) -> None:
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
+
+    def _read_timeout(self) -> None:
+        """The request (or the first one) did not arrive in time: 408 if it began, else just close."""
+        self.read_timer = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused and not self.discarding:
+            # Reading is paused by the server (a full pipeline or body buffer), not the client's slowness.
+            self._arm(self.limits.header_timeout_s if self.in_head else self.limits.body_timeout_s)
+            return
+        phase = "headers" if self.in_head else "body"
+        _warn_timeout(phase)
+        if self.in_head and not self.received_any:
+            self.discarding = True
+            self.transport.close()
+            return
+        if not self.in_head and self.pipeline:
+            # A queued request's body did not come: it can never be answered in order, nor the connection reused.
+            self.discarding = True
+            self.transport.close()
+            return
+        if not self.in_head and self.cycle is not None and not self.cycle.response_started:
+            # The app is waiting for a body that will not come: it sees a disconnect, the client a 408.
+            self.discarding = True
+            self.transport.write(_error(408, "request_timeout", f"request {phase} not received in time"))
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+            self.transport.close()
+            return
+        self._refuse(408, "request_timeout", f"request {phase} not received in time")
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for uvicorn.Config(http=...), holding these settings' limits."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": HttpLimits.from_settings(settings)})

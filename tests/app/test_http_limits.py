@@ -1,0 +1,234 @@
+"""Hostile HTTP clients against the real server process: bounded headers, pipelining, read time and connections."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.test_shutdown import free_port, server_env, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+MIB = 1024 * 1024
+
+
+def rss(pid: int) -> int:
+    """Resident set size of a process in bytes (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@contextlib.contextmanager
+def server(package: Path, tmp_path: Path, nofile: int | None = None, **env: str) -> Iterator[tuple[int, int, Path]]:
+    """`python -m app` on the tiny package (onnx backend); yields (port, pid, log)."""
+    port, log = free_port(), tmp_path / "server.log"
+    settings = {"INTENT_BACKEND": "onnx", "INTENT_WARMUP_RUNS": "1", **env}
+
+    def limit_descriptors() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app"],
+            cwd=ROOT,
+            env=server_env(package, port, **settings),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit_descriptors,
+        )
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}", log, timeout=180)  # generous: a loaded CI machine
+        yield port, proc.pid, log
+        assert proc.poll() is None, log.read_text()  # the server survived whatever the test did
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def read_response(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the server sends until it closes the connection (or the timeout)."""
+    sock.settimeout(timeout)
+    chunks = []
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def healthz_seconds(port: int) -> float:
+    start = time.monotonic()
+    r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    assert r.status_code == 200
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(b"X-Pad: " + b"a" * 1000 + b"\r\n", id="many-header-lines"),
+        pytest.param(b"a" * 1024, id="one-endless-header-value"),
+    ],
+)
+def test_an_endless_header_section_gets_431_and_costs_no_memory(
+    line: bytes, tiny_package: Path, tmp_path: Path
+) -> None:
+    with server(tiny_package, tmp_path, INTENT_MAX_HEADERS="10000") as (port, pid, log):
+        before = rss(pid)
+        sent = 0
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Long: ")
+            sock.settimeout(5)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                while sent < 64 * MIB:  # what used to grow the server by gigabytes stops at the first 16 KiB
+                    sock.sendall(line * 64)
+                    sent += len(line) * 64
+            answer = read_response(sock)
+        grown = rss(pid) - before
+        took = healthz_seconds(port)  # another client is served at once
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b'"code": "headers_too_large"' in answer
+    assert sent < 8 * MIB  # refused early, not after the client gave up
+    assert grown < 50 * MIB, f"RSS grew by {grown / MIB:.0f} MiB"
+    assert took < 2.0
+    assert "431" in log.read_text()  # a refusal is logged (rate-limited)
+
+
+def test_too_many_header_fields_get_431(tiny_package: Path, tmp_path: Path) -> None:
+    with server(tiny_package, tmp_path, INTENT_MAX_HEADERS="20") as (port, _, _):
+        ok = b"".join(b"X-%d: v\r\n" % i for i in range(15))
+        too_many = b"".join(b"X-%d: v\r\n" % i for i in range(25))
+        answers = []
+        for extra in (ok, too_many):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + extra + b"\r\n")
+                answers.append(read_response(sock))
+    assert answers[0].startswith(b"HTTP/1.1 200 "), answers[0][:200]
+    assert answers[1].startswith(b"HTTP/1.1 431 "), answers[1][:200]
+    assert b"more than 20 header fields" in answers[1]
+
+
+def test_a_pipelining_flood_is_answered_in_order_then_closed_and_memory_stays_flat(
+    tiny_package: Path, tmp_path: Path
+) -> None:
+    with server(tiny_package, tmp_path, INTENT_MAX_PIPELINED="8") as (port, pid, _):
+        before = rss(pid)
+        request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        stop = time.monotonic() + 4
+        sent = [0]
+
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+
+            def flood() -> None:
+                with contextlib.suppress(OSError):
+                    while time.monotonic() < stop:
+                        sock.sendall(request * 2000)
+                        sent[0] += 2000
+
+            sender = threading.Thread(target=flood, daemon=True)
+            sender.start()
+            answer = read_response(sock, timeout=8)
+            sender.join(timeout=10)
+        grown = rss(pid) - before
+        took = healthz_seconds(port)
+    answered = answer.count(b"HTTP/1.1 200 ")
+    assert answer.count(b"HTTP/1.1 ") == answered  # nothing but the answers, in order
+    # The first request, the 8 queued behind it, and at most a few more answered while the queue drained.
+    assert 1 <= answered <= 64, answered
+    assert answer.endswith(b'{"status":"ok"}')  # whole responses, then the close
+    assert sent[0] > answered  # the flood went on; the rest was read and dropped
+    assert grown < 50 * MIB, f"RSS grew by {grown / MIB:.0f} MiB"
+    assert took < 2.0
+
+
+def test_slow_and_idle_connections_are_timed_out(tiny_package: Path, tmp_path: Path) -> None:
+    env = {"INTENT_HEADER_TIMEOUT_S": "1.5", "INTENT_BODY_TIMEOUT_S": "1.5", "INTENT_KEEP_ALIVE_S": "5"}
+    with server(tiny_package, tmp_path, **env) as (port, _, _):
+        kinds = {
+            "idle": b"",
+            "half-head": b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Ty",
+            "half-body": b'POST /classify HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n{"text": "wea',
+        }
+        socks = {kind: [socket.create_connection(("127.0.0.1", port)) for _ in range(30)] for kind in kinds}
+        start = time.monotonic()
+        for kind, data in kinds.items():
+            for sock in socks[kind]:
+                if data:
+                    sock.sendall(data)
+        deadline = start + 8  # one bound for all 90 reads, so a server that never closes fails in seconds
+        answers = {
+            kind: [read_response(s, timeout=max(0.01, deadline - time.monotonic())) for s in group]
+            for kind, group in socks.items()
+        }
+        took = time.monotonic() - start
+        for group in socks.values():
+            for sock in group:
+                sock.close()
+        healthz_seconds(port)
+    assert took < 8, took  # all closed by the server around the 1.5 s timeouts, not left open
+    assert answers["idle"] == [b""] * 30  # never sent anything: closed without a word
+    for kind in ("half-head", "half-body"):
+        assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers[kind]), (kind, answers[kind][0][:200])
+        assert all(b'"code": "request_timeout"' in a for a in answers[kind])
+
+
+def test_a_keep_alive_client_with_slow_gaps_is_not_cut_off(tiny_package: Path, tmp_path: Path) -> None:
+    # The header clock starts at a request's first byte, not at the end of the previous response.
+    env = {"INTENT_HEADER_TIMEOUT_S": "1", "INTENT_KEEP_ALIVE_S": "10"}
+    with server(tiny_package, tmp_path, **env) as (port, _, _), httpx.Client(timeout=10) as client:
+        statuses = []
+        for _ in range(3):
+            statuses.append(client.get(f"http://127.0.0.1:{port}/healthz").status_code)
+            time.sleep(1.5)
+        r = client.post(f"http://127.0.0.1:{port}/classify", json={"text": "what is the weather"})
+        statuses.append(r.status_code)
+        assert statuses == [200, 200, 200, 200], statuses
+        assert client.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
+
+
+def test_idle_connections_cannot_exhaust_descriptors(tiny_package: Path, tmp_path: Path) -> None:
+    # 300 idle connections against a 256-descriptor server: the default limit (256 less a 64 reserve) refuses
+    # the excess at once with a 503; after the header timeout the slots free up and a real client is served.
+    with server(tiny_package, tmp_path, nofile=256, INTENT_HEADER_TIMEOUT_S="2") as (port, _, log):
+        socks = []
+        try:
+            for _ in range(300):
+                socks.append(socket.create_connection(("127.0.0.1", port)))
+            refused = []
+            deadline = time.monotonic() + 5
+            for sock in socks[-60:]:
+                refused.append(read_response(sock, timeout=max(0.01, deadline - time.monotonic())))
+            deadline = time.monotonic() + 15
+            while True:  # wait for the idle ones to be closed by the server
+                time.sleep(0.5)
+                try:
+                    took = healthz_seconds(port)
+                    break
+                except (httpx.TransportError, AssertionError):
+                    assert time.monotonic() < deadline, log.read_text()[-2000:]
+        finally:
+            for sock in socks:
+                sock.close()
+    assert sum(a.startswith(b"HTTP/1.1 503 ") for a in refused) >= 50, refused[-1][:200]
+    assert b'"code": "overloaded"' in refused[-1]
+    assert b"retry-after: 1" in refused[-1]
+    assert took < 2.0
+    output = log.read_text()
+    assert "connection limit reached" in output
+    assert "out of system resource" not in output
+    assert "Too many open files" not in output
