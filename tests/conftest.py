@@ -77,12 +77,19 @@ def build_tiny_model(work: Path):
         label2id={label: i for i, label in enumerate(LABELS)},
     )
     model = BertForSequenceClassification(config)
+    return train_briefly(model, tokenizer)
+
+
+def train_briefly(model, tokenizer):
+    """A few full-batch steps on the synthetic split: enough for separated, meaningful logits."""
+    import torch
+
     texts, labels = synthetic_split(240, seed=1)
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     y = torch.tensor([LABELS.index(label) for label in labels])
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     model.train()
-    for _ in range(60):  # a few full-batch steps: enough for separated, meaningful logits
+    for _ in range(60):
         loss = model(**enc, labels=y).loss
         optimizer.zero_grad()
         loss.backward()
@@ -94,22 +101,26 @@ def build_tiny_model(work: Path):
 @pytest.fixture(scope="session")
 def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A full model package (safetensors, ONNX, ONNX int8, manifest) built by the real compression code."""
+
+    work = tmp_path_factory.mktemp("tiny")
+    return package_tiny(*build_tiny_model(work), work / "package", "tiny-bert")
+
+
+def package_tiny(model, tokenizer, package: Path, name: str) -> Path:
+    """Save, export and quantize a tiny model with the real compression code."""
     from compression.export import ExportConfig, export
     from compression.packaging import save_torch_package
     from compression.quantize import QuantizeConfig, quantize
 
-    work = tmp_path_factory.mktemp("tiny")
-    model, tokenizer = build_tiny_model(work)
-    package = work / "package"
     save_torch_package(
         model,
         tokenizer,
         package,
-        name="tiny-bert",
+        name=name,
         labels=LABELS,
         domains=DOMAINS,
         max_length=32,
-        source={"base_model": "tiny", "dataset": "synthetic"},
+        source={"base_model": name, "dataset": "synthetic"},
         oos_threshold=0.3,
     )
     export(ExportConfig(package))
@@ -166,42 +177,12 @@ def build_tiny_mpnet(work: Path):
         id2label=dict(enumerate(LABELS)),
         label2id={label: i for i, label in enumerate(LABELS)},
     )
-    model = MPNetForSequenceClassification(config)
-    texts, labels = synthetic_split(240, seed=1)
-    enc = tokenizer(texts, padding=True, return_tensors="pt")
-    y = torch.tensor([LABELS.index(label) for label in labels])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    model.train()
-    for _ in range(60):
-        loss = model(**enc, labels=y).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    return model, tokenizer
+    return train_briefly(MPNetForSequenceClassification(config), tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_mpnet_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MPNet model package (safetensors, ONNX, ONNX int8, manifest) built by the real compression code."""
-    from compression.export import ExportConfig, export
-    from compression.packaging import save_torch_package
-    from compression.quantize import QuantizeConfig, quantize
 
     work = tmp_path_factory.mktemp("tiny-mpnet")
-    model, tokenizer = build_tiny_mpnet(work)
-    package = work / "package"
-    save_torch_package(
-        model,
-        tokenizer,
-        package,
-        name="tiny-mpnet",
-        labels=LABELS,
-        domains=DOMAINS,
-        max_length=32,
-        source={"base_model": "tiny-mpnet", "dataset": "synthetic"},
-        oos_threshold=0.3,
-    )
-    export(ExportConfig(package))
-    quantize(QuantizeConfig(package))
-    return package
+    return package_tiny(*build_tiny_mpnet(work), work / "package", "tiny-mpnet")
