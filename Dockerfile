@@ -13,13 +13,14 @@
 #
 #   docker run --rm -p 8000:8000 -v "$PWD/models/clinc150-minilm:/models/package:ro" intentserve
 #
-# To bake a package in instead, build the runtime-bundled target. Its package comes from the build
-# stage named by the build arg MODEL_STAGE (default: model-from-context, which copies the folder
-# given as the named build context "model"):
+# To bake a package in instead, build the runtime-bundled target; its package is the named build
+# context "model" (one command with BuildKit, podman and buildah):
 #
 #   docker build --target runtime-bundled --build-context model=models/clinc150-minilm -t intentserve:bundled .
-#   docker build --target runtime-bundled --build-arg MODEL_STAGE=registry.example/intent-models:student .
-#     (any image that holds the package at /package)
+#   docker build --target runtime-bundled --build-context model=docker-image://registry.example/intent-models:student .
+#     (any image that holds the package at its root)
+#
+# Without Docker: podman build --format docker ... (podman keeps HEALTHCHECK only in the docker format).
 #
 # Size of the default runtime image, measured by `pip install .` (no extras) into a fresh Python 3.11
 # venv: 245 MiB with pip + setuptools, 222 MiB without them (removed below; du -sh: 233M). The big
@@ -29,7 +30,6 @@
 # transformers 119M, sympy 80M, networkx 19M, ...).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG MODEL_STAGE=model-from-context
 
 # ---------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS python-base
@@ -87,18 +87,14 @@ FROM runtime-base AS runtime-torch
 COPY --from=builder-torch /opt/venv /opt/venv
 
 # ---------------------------------------------------------------------------------------------------
-# Baked-in model package (see the header). "model" is a named build context
-# (--build-context model=DIR), not a stage of this file.
-FROM scratch AS model-from-context
-# hadolint ignore=DL3022
-COPY --from=model . /package/
-
-FROM ${MODEL_STAGE} AS model-package
-
+# Baked-in model package (see the header): "model" is a named build context
+# (--build-context model=DIR, or model=docker-image://IMAGE for an image holding the package at its root),
+# copied directly, since a stage reached only through `FROM ${ARG}` is skipped as unused by buildah/podman.
 FROM runtime-base AS runtime-bundled
 COPY --from=builder /opt/venv /opt/venv
 # Owned by root and not writable by the service user: the service cannot rewrite its own model.
-COPY --from=model-package /package/ /models/package/
+# hadolint ignore=DL3022
+COPY --from=model . /models/package/
 
 # ---------------------------------------------------------------------------------------------------
 # Default target (last stage): ONNX backends only, package from a volume at /models/package.
