@@ -61,13 +61,15 @@ class TorchBackend(Backend):
 
 
 class TorchInt8Backend(TorchBackend):
-    """Dynamic int8 quantization of every nn.Linear, done at load time."""
+    """Dynamic int8 quantization of every nn.Linear (per output channel), done at load time."""
 
     name = "torch-int8"
     precision = "int8"
 
     def convert(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Replace Linear layers by dynamically quantized ones."""
-        from torch.ao.quantization import quantize_dynamic
+        """Replace Linear layers by dynamically quantized ones, one weight scale per output channel."""
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        # One scale per tensor collapses all-mpnet-base-v2 (validation arg-max in-scope 0.98 -> 0.93, and the
+        # oos rule's scores shift with it); one per output channel keeps 0.96, as ORT's per-channel int8 does.
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)

@@ -155,3 +155,29 @@ except PackageError as exc:
     assert proc.stdout.strip() == (
         "backend 'onnx-int8' needs a missing dependency (onnxruntime); install it with `pip install -e .`"
     ), proc.stderr
+
+
+def test_torch_int8_scales_each_output_channel(package_copy: Path, texts: list[str]) -> None:
+    """A weight row far larger than the others (fine-tuned encoders such as all-mpnet-base-v2 have such channels)
+    must not cost the other rows their precision: torch-int8 uses one scale per output channel, so the logits of
+    the other classes stay several times closer to fp32 than with one scale for the whole tensor."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from torch.ao.quantization import quantize_dynamic
+
+    from app.package import update_manifest
+
+    weights_file = package_copy / "model.safetensors"
+    state = load_file(weights_file)
+    state["classifier.weight"][0] *= 500.0  # one outlier row: class 0's logit
+    save_file(state, weights_file, metadata={"format": "pt"})
+    update_manifest(package_copy)  # fresh sha256 of the changed file
+
+    fp32 = load_backend("torch", package_copy)
+    batch = fp32.tokenize(texts[:64])
+    reference = fp32.infer(batch)[:, 1:]
+    per_tensor = quantize_dynamic(fp32.model, {torch.nn.Linear}, dtype=torch.qint8)  # the scheme to beat
+    fp32.model = per_tensor
+    per_tensor_error = np.abs(fp32.infer(batch)[:, 1:] - reference).mean()
+    int8_error = np.abs(load_backend("torch-int8", package_copy).infer(batch)[:, 1:] - reference).mean()
+    assert int8_error < 0.25 * per_tensor_error, (int8_error, per_tensor_error)
