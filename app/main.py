@@ -77,6 +77,9 @@ def create_app(
         summary="Intent classification (CLINC150) with an out-of-scope fallback",
         lifespan=lifespan,
         swagger_ui_parameters={"validatorUrl": None},
+        # FastAPI's own OpenTelemetry (on whenever a global provider is set) stays off: the service's spans are
+        # app.tracing's, which never record a text, and no request pays FastAPI's look-up of the global providers.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -5,8 +5,9 @@ The rule: tracing is on when OTEL_SDK_DISABLED is not `true` and either OTEL_TRA
 endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). Unlike the SDK's own default
 (`otlp`), no variable means no tracing.
 
-opentelemetry (the `tracing` extra) is imported only when tracing is on. When it is off the request path pays an
-`is None` test in the middleware and a context-variable read or two; the tracer is never called.
+The SDK and the OTLP exporter (the `tracing` extra; opentelemetry-api itself comes with FastAPI) are imported only
+when tracing is on. When it is off the request path pays an `is None` test in the middleware and a context-variable
+read or two; no tracer exists. FastAPI's own telemetry is turned off (app.main): these are the service's only spans.
 
 Each POST /classify or /classify/batch gets one server span. Its children are made when the request ends, from
 times the batcher and the route recorded (so the model thread never touches the tracer and no context crosses
