@@ -22,6 +22,14 @@ def main() -> int:
         )  # no loc: a cross-field rule
         return _fail(f"invalid {where}: {err['msg']}")
 
+    from app.core.config import OtelSettings
+    from app.tracing import Tracing, TracingError
+
+    try:
+        Tracing.from_settings(OtelSettings())  # the app builds its own; this only refuses a request it cannot meet
+    except TracingError as exc:
+        return _fail(str(exc))
+
     from app.core.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.core.logs import request_id_var
+from app.tracing import BatchTiming, RequestTrace, current_trace
 
 logger = logging.getLogger(__name__)
 INFERENCE_THREAD = "inference"  # name prefix of the model threads
@@ -33,6 +34,7 @@ class _Item:
     enqueued: float = field(default_factory=time.perf_counter)
     # The worker task runs outside every request: log lines about this text name its request explicitly.
     request_id: str | None = field(default_factory=request_id_var.get)
+    trace: RequestTrace | None = None  # set only when the request is traced (app.tracing)
 
 
 def _summary(exc: BaseException) -> str:
@@ -46,7 +48,8 @@ class MicroBatcher:
 
     def __init__(
         self,
-        predict: Callable[[list[str]], np.ndarray],
+        # predict(texts), or predict(texts, timing) for a batch with a traced request (see app.tracing).
+        predict: Callable[..., np.ndarray],
         max_batch_size: int = 32,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int, float, list[float]], None] | None = None,
@@ -98,10 +101,13 @@ class MicroBatcher:
         if self.max_queue and self.queue.qsize() + len(texts) > self.max_queue:
             raise QueueFullError(f"{self.queue.qsize()} texts queued (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
+        trace = current_trace.get()
+        if trace is not None:
+            trace.enqueued_ns = time.time_ns()
         futures = []
         for text in texts:
             future: asyncio.Future[np.ndarray] = loop.create_future()
-            self.queue.put_nowait(_Item(text, future))
+            self.queue.put_nowait(_Item(text, future, trace=trace))
             futures.append(future)
         return futures
 
@@ -166,7 +172,15 @@ class MicroBatcher:
     async def _infer(self, loop: asyncio.AbstractEventLoop, items: list[_Item], waits: list[float]) -> None:
         """One model call for these items; their futures get their rows (exceptions propagate)."""
         start = time.perf_counter()
-        probs = await loop.run_in_executor(self.executor, self.predict, [i.text for i in items])
+        timing = self._timing(items)
+        if timing is None:
+            probs = await loop.run_in_executor(self.executor, self.predict, [i.text for i in items])
+        else:
+            try:
+                probs = await loop.run_in_executor(self.executor, self._timed, [i.text for i in items], timing)
+            except Exception:
+                timing.failed = True
+                raise
         if self.on_batch is not None:
             self.on_batch(len(items), time.perf_counter() - start, waits)
         for item, row in zip(items, probs, strict=True):
@@ -174,13 +188,36 @@ class MicroBatcher:
                 item.future.set_result(row)
 
     @staticmethod
+    def _timing(items: list[_Item]) -> BatchTiming | None:
+        """A record of this model call for the traced requests among the items; None (the usual) when none is."""
+        timing = None
+        for item in items:
+            if item.trace is not None:
+                if timing is None:
+                    timing = BatchTiming(len(items), time.time_ns())
+                batches = item.trace.batches
+                if not batches or batches[-1] is not timing:  # a request's texts are queued next to each other
+                    batches.append(timing)
+        return timing
+
+    def _timed(self, texts: list[str], timing: BatchTiming) -> np.ndarray:
+        """The model call of a traced batch, in the model thread: `predict` marks where tokenization ends."""
+        timing.start_ns = time.time_ns()
+        try:
+            return self.predict(texts, timing)
+        finally:
+            timing.end_ns = time.time_ns()
+
+    @staticmethod
     def _fail_item(item: _Item, exc: Exception) -> None:
         # One line per failed text; the traceback only at DEBUG, so a stream of bad inputs cannot flood the log.
         token = request_id_var.set(item.request_id)
+        trace_token = current_trace.set(item.trace)
         try:
             logger.error("inference failed on a text (%s)", _summary(exc))
             logger.debug("inference failure", exc_info=exc)
         finally:
+            current_trace.reset(trace_token)
             request_id_var.reset(token)
         if not item.future.done():
             item.future.set_exception(InferenceError("inference failed"))

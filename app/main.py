@@ -19,28 +19,38 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import ServiceMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import router
-from app.core.config import Settings
+from app.core.config import OtelSettings, Settings
 from app.core.logs import configure_logging
 from app.metrics import Metrics
 from app.service import IntentClassifier
+from app.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, classifier: IntentClassifier | None = None, *, configure_logs: bool = False
+    settings: Settings | None = None,
+    classifier: IntentClassifier | None = None,
+    *,
+    configure_logs: bool = False,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """Build the ASGI app; the model is loaded in the lifespan unless one is passed in.
 
     `configure_logs`: set up the service's log handler at startup (for servers that do not, such as plain uvicorn).
+    `tracing`: request spans to these exporters; by default as the OTEL_* variables say (app.tracing: off unless
+    they ask; TracingError when they ask and the `tracing` extra is missing).
     """
     settings = settings or Settings()
+    tracing = tracing or Tracing.from_settings(OtelSettings())
     metrics = classifier.metrics if classifier is not None else Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if configure_logs:
             configure_logging(settings.log_level, settings.log_format)
+        if tracing is not None:
+            tracing.start()  # here, not in create_app: in the serving process, after any fork
         runtime = classifier or IntentClassifier.load(settings, metrics)
         runtime.set_info(1)
         await runtime.batcher.start()
@@ -55,6 +65,8 @@ def create_app(
             app.state.ready = False
             # The server has already finished (or given up on) its requests: drain what is left in the queue.
             await app.state.classifier.batcher.stop(settings.shutdown_timeout_s)
+            if tracing is not None:
+                tracing.shutdown()  # exports the spans still buffered
             logger.info("stopped")
 
     # /docs and /redoc with Swagger UI and ReDoc served from the installed package: no CDN, so they work offline.
@@ -65,6 +77,9 @@ def create_app(
         summary="Intent classification (CLINC150) with an out-of-scope fallback",
         lifespan=lifespan,
         swagger_ui_parameters={"validatorUrl": None},
+        # FastAPI's own OpenTelemetry (on whenever a global provider is set) stays off: the service's spans are
+        # app.tracing's, which never record a text, and no request pays FastAPI's look-up of the global providers.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -72,6 +87,7 @@ def create_app(
     app.state.ready = False
     app.state.draining = False  # set by the server on SIGTERM/SIGINT: readiness 503 while requests finish
     app.state.reload_lock = asyncio.Lock()
+    app.state.tracing = tracing
     install_error_handlers(app)
     app.include_router(router)
     install_openapi(app, settings)
@@ -80,6 +96,7 @@ def create_app(
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         max_inflight=settings.inflight_limit,
+        tracing=tracing,
     )
     return app
 

@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.decision import check_threshold, decide, softmax
 from app.metrics import Metrics
 from app.package import Manifest, PackageError, resolve_inside
+from app.tracing import BatchTiming
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,8 @@ class IntentClassifier:
             with contextlib.suppress(KeyError):
                 self.metrics.model_info.remove(*labels.values())
 
-    def _predict(self, texts: list[str]) -> np.ndarray:
-        return self.backend.predict_logits(texts)
+    def _predict(self, texts: list[str], timing: BatchTiming | None = None) -> np.ndarray:
+        return self.backend.predict_logits(texts, timing)
 
     def _observe_batch(self, size: int, seconds: float, waits: list[float]) -> None:
         self.metrics.batch_size.observe(size)

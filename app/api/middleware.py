@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: admission control, body size limit, request ids, request metrics."""
+"""Pure-ASGI middleware: admission control, body size limit, request ids, request metrics, request spans."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from app.core.logs import request_id_var
 from app.metrics import Metrics
+from app.tracing import Tracing, current_trace
 
 logger = logging.getLogger(__name__)
 INTERNAL = "internal server error"
@@ -75,8 +76,16 @@ async def _send_json(send: Send, status: int, body: dict, headers: list[tuple[by
 class ServiceMiddleware:
     """Counts every request by endpoint/status, times it, tags it with an id, caps body size, refuses overload."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, max_inflight: int = 0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        max_inflight: int = 0,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.app = app
+        self.tracing = tracing  # None: tracing is off, and no request pays more than this attribute test
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_inflight = max_inflight  # classify requests in progress; 0 = no bound here (the queue's only)
@@ -97,6 +106,10 @@ class ServiceMiddleware:
         status_holder = {"status": 500, "started": False}
         start = time.perf_counter()
         self.metrics.inflight.inc()
+        trace = trace_token = None
+        if self.tracing is not None and path in CLASSIFY_ENDPOINTS and scope.get("method") == "POST":
+            trace = self.tracing.begin(scope, rid)
+            trace_token = current_trace.set(trace)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -151,8 +164,12 @@ class ServiceMiddleware:
         finally:
             if admitted:
                 self.classify_inflight -= 1
+            if trace is not None:
+                self.tracing.finish(trace, status_holder["status"])
             if not keep_id:
                 request_id_var.reset(token)
+                if trace_token is not None:
+                    current_trace.reset(trace_token)
             self.metrics.inflight.dec()
             self.metrics.requests.labels(endpoint=endpoint, status=str(status_holder["status"])).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -14,6 +15,7 @@ from app.backends.registry import REGISTRY, BackendSpec
 from app.decision import softmax
 from app.package import TOKENIZER_FILE, Manifest, PackageError, verify_package
 from app.tokenizer import Encoded, TextEncoder
+from app.tracing import BatchTiming
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +75,21 @@ class Backend(ABC):
         """Logits -> probabilities."""
         return softmax(logits)
 
-    def predict_logits(self, texts: list[str]) -> np.ndarray:
-        """Logits for a batch of texts, shape (len(texts), num_labels), texts of similar length grouped."""
+    def predict_logits(self, texts: list[str], timing: BatchTiming | None = None) -> np.ndarray:
+        """Logits for a batch of texts, shape (len(texts), num_labels), texts of similar length grouped.
+
+        `timing` (traced requests only) gets the moment tokenization ends and inference begins.
+        """
         if self.encoder is None or len(texts) < 4:
-            return self.infer(self.tokenize(texts))
+            batch = self.tokenize(texts)
+            if timing is not None:
+                timing.tokenized_ns = time.time_ns()
+            return self.infer(batch)
         out = np.empty((len(texts), len(self.manifest.labels)), dtype=np.float32)
-        for rows, batch in self.encoder.grouped(texts):
+        groups = self.encoder.grouped(texts)  # tokenizes every text up front
+        if timing is not None:
+            timing.tokenized_ns = time.time_ns()
+        for rows, batch in groups:
             out[rows] = self.infer(batch)
         return out
 

@@ -1,4 +1,5 @@
-"""Service settings: the only place that reads the environment (prefix INTENT_)."""
+"""Service settings: the only place that reads the environment (prefix INTENT_, plus the standard OTEL_ tracing
+variables)."""
 
 from __future__ import annotations
 
@@ -137,3 +138,20 @@ class Settings(BaseSettings):
     def package_root(self) -> Path:
         """The folder every served package must resolve inside (symlinks followed)."""
         return (self.model_root or Path(self.model_dir).absolute().parent).resolve()
+
+
+class OtelSettings(BaseSettings):
+    """The standard OpenTelemetry variables that decide whether requests are traced (app.tracing).
+
+    Strings, not typed fields: a value the SDK would accept must not stop the service. Read from the process
+    environment only (no .env), as the SDK reads the rest of its OTEL_* configuration.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    sdk_disabled: str = ""
+    traces_exporter: str = ""
+    exporter_otlp_endpoint: str = ""
+    exporter_otlp_traces_endpoint: str = ""
+    exporter_otlp_protocol: str = ""
+    exporter_otlp_traces_protocol: str = ""

@@ -1,4 +1,4 @@
-"""Logging setup: text or JSON lines on stderr, each record tagged with the current request id."""
+"""Logging setup: text or JSON lines on stderr, each record tagged with the current request id (and trace)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
 
+from app.tracing import current_trace
+
 # Set by the middleware for the duration of a request; tasks it starts inherit it.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -15,16 +17,20 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds `request_id` (or "-" outside a request) to every record."""
+    """Adds `request_id` (or "-" outside a request) to every record, and `trace_id`/`span_id` in a traced one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Tag the record; never drops it."""
         record.request_id = request_id_var.get() or "-"
+        trace = current_trace.get()
+        if trace is not None:
+            record.trace_id = trace.trace_id
+            record.span_id = trace.span_id
         return True
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id (+ exception)."""
+    """One JSON object per line: time, level, logger, message, request_id (+ trace_id, span_id, exception)."""
 
     def format(self, record: logging.LogRecord) -> str:
         """Render the record as a single-line JSON object."""
@@ -35,6 +41,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", None)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

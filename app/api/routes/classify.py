@@ -11,6 +11,7 @@ from app.api.deps import get_classifier, require_key
 from app.api.errors import APIError, errors
 from app.api.schemas import BatchRequest, BatchResponse, ClassifyRequest, ClassifyResponse, is_blank
 from app.batcher import InferenceError, QueueFullError
+from app.tracing import current_trace
 
 router = APIRouter()
 
@@ -62,6 +63,9 @@ async def _first_done(futures: list[asyncio.Future], timeout: float) -> None:
 async def _run(request: Request, texts: list[str], top_k: int) -> list[dict]:
     """Queue the texts, then wait for the answers, the request timeout or the client leaving: whichever is first."""
     classifier = get_classifier(request)
+    trace = current_trace.get()  # None unless tracing is on
+    if trace is not None:
+        trace.texts, trace.model, trace.backend = len(texts), classifier.manifest.name, classifier.backend.name
     try:
         futures = classifier.submit(texts)  # same step as the lookup: a reload cannot slip in between
     except QueueFullError as exc:
@@ -92,7 +96,12 @@ async def _run(request: Request, texts: list[str], top_k: int) -> list[dict]:
             raise APIError(
                 503, "inference_failed", "the model could not process this request; retry", {"Retry-After": "1"}
             ) from exc
-        return classifier.answers(rows, top_k)
+        if trace is None:
+            return classifier.answers(rows, top_k)
+        decided = time.time_ns()
+        answers = classifier.answers(rows, top_k)
+        trace.decision = (decided, time.time_ns(), sum(a["oos"] for a in answers))
+        return answers
     if gone is not None and gone.done():
         # Nobody reads this answer; 499 (nginx's "client closed request") keeps it apart in the metrics.
         raise APIError(499, "client_closed", "the client closed the connection")
