@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 
 import numpy as np
 import torch
@@ -60,6 +61,14 @@ class TorchBackend(Backend):
         return out.logits.float().numpy()
 
 
+# Linears left in fp32 by torch-int8, per model type (regular expressions on module names). MPNet's FFN
+# down-projection reads GELU activations with outlier features that one activation scale per tensor cannot hold:
+# quantized, its energy score shifts by -0.67 on average (the package's oos threshold then calls 30% of in-scope
+# queries oos) and arg-max agreement with fp32 is 0.957; kept in fp32, the shift is -0.01 and agreement 0.997
+# (CLINC150 validation, every tenth query).
+KEEP_FP32: dict[str, tuple[str, ...]] = {"mpnet": (r"layer\.\d+\.output\.dense$",)}
+
+
 class TorchInt8Backend(TorchBackend):
     """Dynamic int8 quantization of every nn.Linear (per output channel), done at load time."""
 
@@ -70,6 +79,12 @@ class TorchInt8Backend(TorchBackend):
         """Replace Linear layers by dynamically quantized ones, one weight scale per output channel."""
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        # One scale per tensor collapses all-mpnet-base-v2 (validation arg-max in-scope 0.98 -> 0.93, and the
-        # oos rule's scores shift with it); one per output channel keeps 0.96, as ORT's per-channel int8 does.
-        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        # all-mpnet-base-v2, validation arg-max in-scope accuracy: fp32 0.98, one scale per tensor 0.93, one per
+        # output channel 0.96 (ORT's int8 is per channel too).
+        keep_fp32 = KEEP_FP32.get(getattr(model.config, "model_type", ""), ())
+        linears = {
+            name: per_channel_dynamic_qconfig
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not any(re.search(p, name) for p in keep_fp32)
+        }
+        return quantize_dynamic(model, linears, dtype=torch.qint8)

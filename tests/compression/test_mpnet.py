@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,17 @@ async def test_the_service_answers_with_an_mpnet_package(tiny_mpnet_package: Pat
     assert answer.status_code == 200, answer.text
     assert answer.json()["intent"] == "transfer"
     assert weather.json()["intent"] == "weather"
+
+
+def test_torch_int8_keeps_the_ffn_down_projection_in_fp32(tiny_mpnet_package: Path) -> None:
+    """MPNet's FFN output projections stay fp32 (their inputs carry outlier features); every other Linear is
+    quantized with one scale per output channel."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    model = load_backend("torch-int8", tiny_mpnet_package).model
+    fp32 = sorted(n for n, m in model.named_modules() if type(m) is torch.nn.Linear)
+    quantized = {n: m for n, m in model.named_modules() if isinstance(m, DynamicLinear)}
+    assert fp32, "the FFN output projections should stay fp32"
+    assert all(re.search(r"layer\.\d+\.output\.dense$", n) for n in fp32), fp32
+    assert any(n.endswith("intermediate.dense") for n in quantized), sorted(quantized)
+    assert all(m.weight().qscheme() == torch.per_channel_affine for m in quantized.values())
