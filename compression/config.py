@@ -37,7 +37,7 @@ class FinetuneConfig:
     bf16: bool = False
 
 
-# How `distill --hidden-weight` compares a student layer with its teacher layer (compression/distill.py).
+# How `distill --hidden-weight` compares a student layer with its teacher layer (compression/distill/trainer.py).
 HIDDEN_TARGETS = ("cls", "tokens")
 
 PRESETS: dict[str, dict[str, float | int | str | bool | None]] = {

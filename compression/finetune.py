@@ -31,28 +31,61 @@ class EncodedSplit:
         return self.rows[i]
 
 
-def training_args(cfg: FinetuneConfig, work_dir: Path) -> Any:
-    """TrainingArguments shared by fine-tuning and distillation (a GPU when there is one, no checkpoints)."""
+def training_args(cfg: Any, work_dir: Path, **overrides: Any) -> Any:
+    """TrainingArguments shared by fine-tuning, distillation and pruning (a GPU when there is one, no checkpoints).
+
+    `cfg` gives the batch size, learning rate, epochs, weight decay, warm-up ratio and seed; `overrides` set
+    any other TrainingArguments field (pruning: its gradient clipping, step count and device).
+    """
     import torch
     from transformers import TrainingArguments
 
-    return TrainingArguments(
-        output_dir=str(work_dir),
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
-        weight_decay=cfg.weight_decay,
-        warmup_ratio=cfg.warmup_ratio,
-        lr_scheduler_type="linear",
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=100,
-        report_to=[],
-        seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=cfg.bf16,
-        dataloader_num_workers=0,
-    )
+    settings = {
+        "output_dir": str(work_dir),
+        "per_device_train_batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "num_train_epochs": cfg.epochs,
+        "weight_decay": cfg.weight_decay,
+        "warmup_ratio": cfg.warmup_ratio,
+        "lr_scheduler_type": "linear",
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": 100,
+        "report_to": [],
+        "seed": cfg.seed,
+        "use_cpu": not torch.cuda.is_available(),
+        "bf16": getattr(cfg, "bf16", False),  # pruning has no bf16 option
+        "dataloader_num_workers": 0,
+    }
+    return TrainingArguments(**(settings | overrides))
+
+
+def train_model(
+    model: Any,
+    cfg: Any,
+    dataset: Any,
+    collate: Any,
+    trainer_class: type | None = None,
+    overrides: dict[str, Any] | None = None,
+    **trainer_kwargs: Any,
+) -> Any:
+    """The one training loop of every step: an HF Trainer (or `trainer_class`) over `dataset`; its TrainOutput.
+
+    `overrides` go to `training_args`, `trainer_kwargs` to the trainer (e.g. the KD loss's alpha and T).
+    """
+    import tempfile
+
+    from transformers import Trainer
+
+    with tempfile.TemporaryDirectory() as work:  # no checkpoints are kept: the caller saves the package
+        trainer = (trainer_class or Trainer)(
+            model=model,
+            args=training_args(cfg, Path(work), **(overrides or {})),
+            train_dataset=dataset,
+            data_collator=collate,
+            **trainer_kwargs,
+        )
+        return trainer.train()
 
 
 def load_classifier(model_id: str, labels: list[str]) -> tuple[Any, Any]:
@@ -83,10 +116,8 @@ def load_classifier(model_id: str, labels: list[str]) -> tuple[Any, Any]:
 
 def finetune(cfg: FinetuneConfig, data: ClincData | None = None) -> Path:
     """Train and save a package at cfg.output_dir; returns its path."""
-    import tempfile
-
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import DataCollatorWithPadding, set_seed
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -97,14 +128,7 @@ def finetune(cfg: FinetuneConfig, data: ClincData | None = None) -> Path:
     train = data.train if cfg.max_train_samples is None else data.train.subset(cfg.max_train_samples, cfg.seed)
     train_ds = EncodedSplit(train, tokenizer, label2id, cfg.max_length)
     logger.info("fine-tuning %s on %d examples for %s epochs", cfg.base_model, len(train_ds), cfg.epochs)
-    with tempfile.TemporaryDirectory() as work:
-        trainer = Trainer(
-            model=model,
-            args=training_args(cfg, Path(work)),
-            train_dataset=train_ds,
-            data_collator=DataCollatorWithPadding(tokenizer),
-        )
-        trainer.train()
+    train_model(model, cfg, train_ds, DataCollatorWithPadding(tokenizer))
     model.eval()
     source = {
         "base_model": cfg.base_model,

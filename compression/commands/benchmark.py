@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.package import BACKEND_FILES
 from compression.commands.common import data_from_args
 
 if TYPE_CHECKING:
     from compression.benchmark import BenchmarkConfig
 
 HELP = "every package x backend in one run: accuracy, size, latency, ratios, plot"
-BACKENDS = ["torch", "torch-int8", "onnx", "onnx-int8"]
+BACKENDS = list(BACKEND_FILES)  # every registered backend that reads a weights file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -42,7 +42,7 @@ def finish_package(package: Path, data: ClincData, num_threads: int = 0, **quant
     calibrate(CalibrateConfig(package, num_threads=num_threads), data.validation)
     results = evaluate(EvalConfig(package, num_threads=num_threads), data.test)
     if "pruning" in read_manifest(package).source:
-        from compression.prune import record_compressed_sizes
+        from compression.prune.sizes import record_compressed_sizes
 
         record_compressed_sizes(package)  # the ONNX files exist now
     print(f"{package}:\n{format_table(results)}")

@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# Fill .remote/ (git-ignored via .git/info/exclude) with what scripts/remote/train.py needs on a GPU machine that
-# has PyTorch but no network: cp312 wheels of the pinned stack, the CLINC150 files, and the base encoder packed
-# as fp16 with only the embedding rows of tokens that occur in the data (any split, oos included: a row left
-# out is zero there, which changes what the model sees).
+# Pack what scripts/remote/train.py needs into .remote/ (git-ignored via .git/info/exclude), for a machine with a
+# GPU and its own PyTorch that may have no network: wheels of the pinned stack for that machine's Python, the
+# CLINC150 files, and the base encoder packed as fp16 with only the embedding rows of tokens that occur in the
+# data (any split, oos included: a row left out is zero there, which changes what the model sees).
+# Then carry .remote/ with the repository to the machine, run train.py there, and bring --out back
+# (scripts/remote/fetch.py rebuilds the packages). Settings, all optional:
+#   PY_VERSION=3.12            the remote interpreter's Python version (wheels are fetched for it)
+#   PLATFORMS="manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64"
+#                              wheel platform tags the remote machine accepts
+#   DATA=DIR                   folder holding data_oos_plus.json and domains.json
 #   TEACHER=artifacts/teacher  also pack that teacher the same way (for train.py --stages seeds)
-#   BASE_PACK=0                leave the base out (the seeds stage needs only the teacher; the call's tree
-#                              must stay under 64 MiB, and wheels + base + teacher are ~75 MB)
+#   BASE_PACK=0                leave the base out (the seeds stage needs only the teacher)
+#   MAX_MB=N                   fail if .remote/ ends up larger than N MB (for transfers with a size limit;
+#                              wheels + base + teacher are ~75 MB, BASE_PACK=0 saves ~30)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/clinc150}
-PY=.venv/bin/python
+PY=${PY:-.venv/bin/python}
+PY_VERSION=${PY_VERSION:-3.12}
+PLATFORMS=${PLATFORMS:-manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64}
 TEACHER=${TEACHER:-}
 BASE_PACK=${BASE_PACK:-1}
-rm -rf .remote/base .remote/teacher
+MAX_MB=${MAX_MB:-}
+platform_args=()
+for tag in $PLATFORMS; do platform_args+=(--platform "$tag"); done
+rm -rf .remote/base .remote/teacher .remote/whl
 mkdir -p .git/info .remote/whl .remote/base .remote/data/clinc150
 grep -qx "/.remote/" .git/info/exclude 2>/dev/null || echo "/.remote/" >> .git/info/exclude
-$PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .remote/whl \
+$PY -m pip download -q --no-deps --only-binary=:all: --python-version "$PY_VERSION" --implementation cp \
+  "${platform_args[@]}" -d .remote/whl \
   transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.0 optuna==5.0.0 colorlog \
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 cp "$DATA/data_oos_plus.json" "$DATA/domains.json" .remote/data/clinc150/
@@ -48,3 +60,10 @@ if [ -n "$TEACHER" ]; then
   $PY scripts/remote/weights.py pack "$TEACHER" .remote/teacher/model.pack.safetensors --token-ids .remote/token_ids.json
 fi
 du -sh .remote
+if [ -n "$MAX_MB" ]; then
+  size_mb=$(( $(du -sk .remote | cut -f1) / 1024 ))
+  if [ "$size_mb" -gt "$MAX_MB" ]; then
+    echo ".remote is ${size_mb} MB, over MAX_MB=${MAX_MB}: pack less (BASE_PACK=0, no TEACHER) or raise the budget" >&2
+    exit 3
+  fi
+fi

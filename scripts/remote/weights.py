@@ -1,4 +1,4 @@
-"""Ship model weights to and from a GPU machine compactly: fp16 tensors, embedding rows only where they changed.
+"""Ship model weights to and from a remote machine compactly: fp16 tensors, embedding rows only where they changed.
 
 A fine-tuned BERT differs from the model it started from everywhere except in the word-embedding rows of
 tokens that never occurred in training (with Adam and no weight decay those rows stay bit-identical). So

@@ -159,7 +159,7 @@ def test_discovery_teacher_reference_and_timing_row(
     (artifacts / "broken").mkdir()
     (artifacts / "broken" / "manifest.json").write_text("{not json")
     # The bert-base-shaped row, shrunk: same code path, a config that builds in milliseconds.
-    monkeypatch.setattr("compression.benchmark.bert_base_config", tiny_bert_config)
+    monkeypatch.setattr("compression.benchmark.measure.bert_base_config", tiny_bert_config)
 
     data = load_clinc(str(clinc_json))
     cfg = BenchmarkConfig(artifacts=artifacts, backends=("onnx-int8",), latency_runs=6, warmup_runs=1, num_threads=1)
@@ -246,12 +246,12 @@ def test_a_bert_base_sized_reference_needs_no_timing_only_row(
     artifacts = tmp_path / "artifacts"
     shutil.copytree(tiny_package, artifacts / "mpnet-teacher")
     update_manifest(artifacts / "mpnet-teacher", name="mpnet-teacher")
-    monkeypatch.setattr("compression.benchmark.bert_base_config", tiny_bert_config)
+    monkeypatch.setattr("compression.benchmark.measure.bert_base_config", tiny_bert_config)
     data = load_clinc(str(clinc_json))
     cfg = BenchmarkConfig(artifacts=artifacts, backends=("onnx-int8",), latency_runs=4, warmup_runs=1, num_threads=1)
     with_row = [r["label"] for r in run_benchmark(cfg, data.test, data.source)["rows"]]
     assert with_row[-1] == TIMING_ONLY_LABEL  # a small reference: the random stand-in is timed
-    monkeypatch.setattr("compression.benchmark.BERT_BASE_MB", 0.01)  # the reference is now "BERT-base-sized"
+    monkeypatch.setattr("compression.benchmark.measure.BERT_BASE_MB", 0.01)  # the reference is now "BERT-base-sized"
     rows = run_benchmark(cfg, data.test, data.source)["rows"]
     assert [r["label"] for r in rows] == ["mpnet-teacher/torch", "mpnet-teacher/onnx-int8"]
     assert rows[0]["is_reference"]

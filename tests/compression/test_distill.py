@@ -72,15 +72,16 @@ def test_trainer_passes_the_logit_mse_weight_to_the_loss(
     tiny_package: Path, clinc_json: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from compression import distill as distill_module
+    from compression.distill import loss as losses
 
     seen: list[float] = []
-    real = distill_module.distillation_loss
+    real = losses.distillation_loss
 
     def spy(*args: object, **kwargs: object) -> torch.Tensor:
         seen.append(args[5] if len(args) > 5 else kwargs.get("logit_mse", 0.0))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(distill_module, "distillation_loss", spy)
+    monkeypatch.setattr(losses, "distillation_loss", spy)
     data = load_clinc(str(clinc_json))
     cfg = DistillConfig(teacher_dir=tiny_package, student="layers:1", batch_size=64, epochs=1.0, logit_mse=0.7)
     teacher, tok, train, label2id = prepare(cfg, data)
@@ -169,16 +170,17 @@ def test_trainer_computes_the_hidden_term_and_the_manifest_records_it(
     tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from compression import distill as distill_module
+    from compression.distill import loss as losses
 
     seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
-    real = distill_module.token_mse_loss
+    real = losses.token_mse_loss
 
     def spy(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         seen.append((tuple(student.shape), tuple(teacher.shape)))
         assert student.requires_grad  # the term must train the student
         return real(student, teacher, mask)
 
-    monkeypatch.setattr(distill_module, "token_mse_loss", spy)
+    monkeypatch.setattr(losses, "token_mse_loss", spy)
     data = load_clinc(str(clinc_json))
     off = DistillConfig(teacher_dir=tiny_package, student="layers:1", batch_size=64, epochs=1.0)
     teacher, tok, train, label2id = prepare(off, data)
@@ -208,17 +210,16 @@ def test_compute_loss_adds_the_weighted_hidden_term(
     tiny_package: Path, clinc_json: Path, tmp_path: Path, target: str
 ) -> None:
     from compression import distill as distill_module
+    from compression.distill.trainer import DistillationTrainer, collator
     from compression.finetune import training_args
 
     data = load_clinc(str(clinc_json))
     cfg = DistillConfig(teacher_dir=tiny_package, student="layers:1", hidden_weight=0.5, hidden_target=target)
     teacher, tok, train, label2id = prepare(cfg, data)
     student = distill_module.make_student(cfg, teacher, tok, list(label2id)).eval()  # eval: no dropout noise
-    args = training_args(cfg, tmp_path)
-    args.remove_unused_columns = False
-    trainer = distill_module._trainer_class()(
+    trainer = DistillationTrainer(
         model=student,
-        args=args,
+        args=training_args(cfg, tmp_path),
         train_dataset=train,
         alpha=cfg.alpha,
         temperature=cfg.temperature,
@@ -226,7 +227,7 @@ def test_compute_loss_adds_the_weighted_hidden_term(
         hidden_weight=0.5,
         hidden_target=target,
     )
-    batch = distill_module._collator(tok)([train[i] for i in range(8)])
+    batch = collator(tok)([train[i] for i in range(8)])
     loss = trainer.compute_loss(student, dict(batch)).item()
     inputs = {k: v for k, v in batch.items() if k not in ("teacher_logits", "teacher_hidden", "labels")}
     with torch.no_grad():
@@ -264,12 +265,12 @@ def one_layer_student(teacher: Path, alpha: float) -> DistillConfig:
 
 @pytest.fixture
 def teacher_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per teacher pass (call of compression.distill.teacher_outputs) from here on."""
-    import compression.distill as distill_module
+    """One entry per teacher pass (call of teacher_outputs by the transfer set) from here on."""
+    from compression.distill import transfer
 
     calls: list[int] = []
-    real = distill_module.teacher_outputs
-    monkeypatch.setattr(distill_module, "teacher_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = transfer.teacher_outputs
+    monkeypatch.setattr(transfer, "teacher_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 

@@ -133,7 +133,7 @@ def _train_with_late_pruning(model: torch.nn.Module, tokenizer: object) -> Unstr
     """4 dense Adam steps (momentum builds up), then 50% magnitude pruning for 8 more steps."""
     cfg = PruneConfig(epochs=3.0, batch_size=16, learning_rate=1e-2, weight_decay=0.01, warmup_ratio=0.0)
     pruner = UnstructuredPruner(model, "magnitude", Schedule(0.0, 0.5, start_step=4, n_updates=1, every=1))
-    fit(model, _train_set(tokenizer), collator(tokenizer), cfg, make_loss(cfg, False), "cpu", pruner)
+    fit(model, _train_set(tokenizer), collator(tokenizer), cfg, "cpu", pruner)
     return pruner
 
 
@@ -396,7 +396,7 @@ def test_cli_refuses_missing_packages(tiny_package: Path, clinc_json: Path, tmp_
 def test_prune_runs_share_the_teacher_pass_through_the_logits_cache(
     tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import compression.prune as prune_module
+    import compression.prune.pipeline as prune_module
 
     calls: list[int] = []
     real = prune_module.teacher_logits
