@@ -1,4 +1,4 @@
-"""Transfer-set augmentation for distillation: noisy copies and crossovers of the train queries.
+"""Transfer-set augmentation for distillation: noisy copies of the train queries.
 
 The teacher labels every generated query; the student learns its answers where the train split has none.
 """
@@ -19,17 +19,11 @@ class AugmentConfig:
     # every copy, so a replacement that changes the intent teaches the student the teacher's answer to it.
     p_replace: float = 0.1
     p_swap: float = 0.1
-    # Crossovers: the head of one query + the tail of another intent's query ("what is the apr on my
-    # mastercard" + "... to pay my gas bill"). Near the intents but often none of them: trained students
-    # agree with the teacher's decision on only 80-89% of such queries (docs/experiments.md).
-    crossovers: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.copies < 0:
             raise ValueError(f"augment copies must be >= 0, got {self.copies}")
-        if self.crossovers < 0:
-            raise ValueError(f"augment crossovers must be >= 0, got {self.crossovers}")
         probs = {"p_delete": self.p_delete, "p_replace": self.p_replace, "p_swap": self.p_swap}
         bad = {k: v for k, v in probs.items() if not 0.0 <= v < 1.0}
         if bad:
@@ -71,27 +65,3 @@ def augment(texts: list[str], cfg: AugmentConfig, max_attempts: int = 10) -> lis
                     out.append(candidate)
                     break
     return out
-
-
-def crossover(texts: list[str], labels: list[str], n: int, seed: int = 0, max_attempts_factor: int = 20) -> list[str]:
-    """n distinct queries, each the head of one text + the tail of a text with another label; reproducible."""
-    if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-    rng = random.Random(seed)
-    words = [text.split() for text in texts]
-    usable = [i for i, w in enumerate(words) if len(w) >= 2]  # both parts need at least one word
-    if n and len({labels[i] for i in usable}) < 2:
-        raise ValueError("crossovers need texts of two words or more under at least two different labels")
-    sources = set(texts)
-    out: dict[str, None] = {}  # insertion-ordered set: reproducible order
-    for _ in range(n * max_attempts_factor):
-        if len(out) >= n:
-            break
-        i, j = rng.choice(usable), rng.choice(usable)
-        if labels[i] == labels[j]:
-            continue
-        head, tail = words[i], words[j]
-        candidate = " ".join(head[: rng.randint(1, len(head) - 1)] + tail[rng.randint(1, len(tail) - 1) :])
-        if candidate not in sources:
-            out[candidate] = None
-    return list(out)

@@ -37,9 +37,6 @@ class FinetuneConfig:
     bf16: bool = False
 
 
-# How `distill --hidden-weight` compares a student layer with its teacher layer (compression/distill/trainer.py).
-HIDDEN_TARGETS = ("cls", "tokens")
-
 PRESETS: dict[str, dict[str, float | int | str | bool | None]] = {
     # quick: <= 10 min on 2 cores end to end (train, export, quantize, calibrate, evaluate).
     "quick": {"epochs": 2.0, "learning_rate": 2e-4, "batch_size": 64},

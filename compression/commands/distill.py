@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compression.commands.common import UsageError, add_quant_args, data_from_args, quant_settings
-from compression.config import HIDDEN_TARGETS
 
 if TYPE_CHECKING:
     from compression.data import ClincData
@@ -33,13 +32,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--teacher", type=Path, default=Cfg.teacher_dir, help="teacher package")
     p.add_argument(
-        "--extra-teacher",
-        type=Path,
-        action="append",
-        default=list(Cfg.extra_teachers),
-        help="another teacher package whose logits are averaged into the soft targets (repeatable)",
-    )
-    p.add_argument(
         "--student",
         default=Cfg.student,
         help='"layers:i,j,k" of the teacher, or a base model (all-MiniLM-L6-v2, an HF id or a folder) read with '
@@ -59,21 +51,6 @@ def _add_loss_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--alpha", type=float, default=Cfg.alpha, help="weight of the hard-label cross-entropy")
     p.add_argument("--temperature", type=float, default=Cfg.temperature)
-    p.add_argument(
-        "--logit-mse", type=float, default=Cfg.logit_mse, help="weight of an MSE between raw student and teacher logits"
-    )
-    p.add_argument(
-        "--hidden-weight",
-        type=float,
-        default=Cfg.hidden_weight,
-        help="weight of a hidden-state term pulling each student layer towards the teacher layer it replaces (0 = off)",
-    )
-    p.add_argument(
-        "--hidden-target",
-        choices=HIDDEN_TARGETS,
-        default=Cfg.hidden_target,
-        help="cls: normalised [CLS] states (Patient KD); tokens: MSE over every token's state (TinyBERT)",
-    )
     p.add_argument("--epochs", type=float, default=Cfg.epochs)
     p.add_argument("--learning-rate", type=float, default=Cfg.learning_rate)
     p.add_argument("--batch-size", type=int, default=Cfg.batch_size)
@@ -93,13 +70,6 @@ def _add_augment_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=Aug.p_delete,
         help="per-word probability of each edit: delete, replace, swap",
-    )
-    p.add_argument(
-        "--augment-crossovers",
-        type=int,
-        default=Aug.crossovers,
-        help="crossover queries (head of one intent's query + tail of another's) labelled by the teacher's "
-        "decision incl. its oos rule (0 = none)",
     )
 
 
@@ -126,36 +96,27 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
-    """The DistillConfig the options describe; out-of-range augmentation or loss weights are usage errors."""
+    """The DistillConfig the options describe; out-of-range augmentation settings are usage errors."""
     from compression.augment import AugmentConfig
     from compression.distill import DistillConfig
 
     if args.augment_copies < 0 or not 0.0 <= args.augment_prob < 0.5:
         raise UsageError("--augment-copies must be >= 0 and --augment-prob in [0, 0.5)")
-    if args.augment_crossovers < 0:
-        raise UsageError("--augment-crossovers must be >= 0")
-    if args.logit_mse < 0 or args.hidden_weight < 0:
-        raise UsageError("--logit-mse and --hidden-weight must be >= 0")
     augment = AugmentConfig(
         copies=args.augment_copies,
         p_delete=args.augment_prob,
         p_replace=args.augment_prob,
         p_swap=args.augment_prob,
-        crossovers=args.augment_crossovers,
         seed=args.seed,
     )
     return DistillConfig(
         teacher_dir=args.teacher,
-        extra_teachers=tuple(args.extra_teacher),
         student=args.student,
         student_layers=args.student_layers,
         output_dir=args.output_dir,
         name=args.name,
         alpha=args.alpha,
         temperature=args.temperature,
-        logit_mse=args.logit_mse,
-        hidden_weight=args.hidden_weight,
-        hidden_target=args.hidden_target,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,

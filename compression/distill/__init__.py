@@ -6,28 +6,18 @@ recovery training uses the same one), and `run` ties them together.
 """
 
 from compression.distill.config import DistillConfig
-from compression.distill.loss import distillation_loss, kd_loss, pkd_loss, token_mse_loss
+from compression.distill.loss import distillation_loss, kd_loss
 from compression.distill.run import accuracy, distill, train_student
 from compression.distill.students import (
     check_label_order,
     check_same_tokenizer,
-    hidden_layers,
     make_student,
     parse_layers,
     student_from_teacher_layers,
     student_tokenizer,
     subset_layers,
-    teacher_layer_map,
 )
-from compression.distill.teacher import (
-    DistillSplit,
-    ensemble_logits,
-    load_teacher,
-    teacher_decisions,
-    teacher_logits,
-    teacher_outputs,
-    teacher_rule,
-)
+from compression.distill.teacher import DistillSplit, load_teacher, teacher_logits
 from compression.distill.transfer import logits_note, needs_teacher_pass, prepare, reads_soft_targets
 
 __all__ = [
@@ -38,25 +28,17 @@ __all__ = [
     "check_same_tokenizer",
     "distill",
     "distillation_loss",
-    "ensemble_logits",
-    "hidden_layers",
     "kd_loss",
     "load_teacher",
     "logits_note",
     "make_student",
     "needs_teacher_pass",
     "parse_layers",
-    "pkd_loss",
     "prepare",
     "reads_soft_targets",
     "student_from_teacher_layers",
     "student_tokenizer",
     "subset_layers",
-    "teacher_decisions",
-    "teacher_layer_map",
     "teacher_logits",
-    "teacher_outputs",
-    "teacher_rule",
-    "token_mse_loss",
     "train_student",
 ]

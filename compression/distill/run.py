@@ -9,7 +9,7 @@ from typing import Any
 
 from compression.data import ClincData, Split, load_clinc
 from compression.distill.config import DistillConfig
-from compression.distill.students import hidden_layers, make_student
+from compression.distill.students import make_student
 from compression.distill.teacher import DistillSplit
 from compression.distill.transfer import logits_note, prepare, reads_soft_targets
 from compression.finetune import train_model
@@ -39,9 +39,6 @@ def train_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, train: Disti
         DistillationTrainer,
         alpha=cfg.alpha,
         temperature=cfg.temperature,
-        logit_mse=cfg.logit_mse,
-        hidden_weight=cfg.hidden_weight,
-        hidden_target=cfg.hidden_target,
     )
     return student.eval()
 
@@ -68,8 +65,7 @@ def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple |
     student = train_student(cfg, teacher, tokenizer, train, labels)
     val_acc = accuracy(student, tokenizer, data.validation, label2id, cfg.max_length)
     logger.info("student %s: validation accuracy %.4f (alpha=%s, T=%s)", cfg.name, val_acc, cfg.alpha, cfg.temperature)
-    skip = ("extra_source", "extra_teachers")  # extra_teachers is recorded in the source below
-    hyper = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k not in skip}
+    hyper = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "extra_source"}
     source = {
         "base_model": cfg.student,
         "teacher": str(cfg.teacher_dir),
@@ -80,11 +76,7 @@ def distill(cfg: DistillConfig, data: ClincData | None = None, prepared: tuple |
             "train": len(data.train),
             "augmented": train.generated.get("augmented", 0),
             "augmented_labels": "teacher arg-max",
-            "crossovers": train.generated.get("crossovers", 0),
-            "crossover_labels": "teacher decision (its oos rule)",
         },
-        "hidden_teacher_layers": hidden_layers(cfg, teacher) if cfg.hidden_weight else None,
-        "extra_teachers": [str(p) for p in cfg.extra_teachers],
         "hyperparameters": hyper,
         "validation_accuracy": val_acc,
         **cfg.extra_source,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from compression.config import HIDDEN_TARGETS
 from compression.distill.config import DistillConfig
 from compression.finetune import load_classifier
 
@@ -14,17 +13,6 @@ def subset_layers(student: str) -> list[int] | None:
     if not student.startswith("layers:"):
         return None
     return [int(x) for x in student.removeprefix("layers:").split(",") if x.strip()]
-
-
-def teacher_layer_map(student: str, teacher_layers: int, student_layers: int) -> list[int]:
-    """For each student layer, the index in the teacher's `hidden_states` of the output it must reproduce."""
-    kept = subset_layers(student)
-    if kept is not None:
-        # Student layer k starts as teacher layer l[k] and stands for teacher layers l[k] .. l[k+1]-1,
-        # so its output should be the teacher's output after layer l[k+1]-1: hidden_states[l[k+1]].
-        return [*kept[1:], teacher_layers]
-    # Any other student: spread its layers evenly over the teacher's (PKD-skip).
-    return [round((k + 1) * teacher_layers / student_layers) for k in range(student_layers)]
 
 
 def student_from_teacher_layers(teacher: Any, layers: list[int]) -> Any:
@@ -116,26 +104,3 @@ def check_label_order(student_id: str, labels: list[str]) -> None:
             f"student {student_id!r} has the teacher's labels in another order; its classifier rows would be "
             "read against the wrong soft targets (re-save it with the teacher's label order)"
         )
-
-
-def hidden_layers(cfg: DistillConfig, teacher: Any) -> list[int]:
-    """The teacher `hidden_states` indices the hidden-state term reads; refuses a student it cannot compare."""
-    if cfg.hidden_target not in HIDDEN_TARGETS:
-        raise ValueError(f"hidden_target {cfg.hidden_target!r} is not one of {HIDDEN_TARGETS}")
-    n, kept = teacher.config.num_hidden_layers, subset_layers(cfg.student)
-    if kept is not None:
-        count = len(kept)
-    else:
-        from transformers import AutoConfig
-
-        from compression.base_models import resolve_base_model
-
-        config = AutoConfig.from_pretrained(resolve_base_model(cfg.student))
-        if config.hidden_size != teacher.config.hidden_size:
-            raise ValueError(
-                f"--hidden-weight compares hidden states, so the student needs the teacher's hidden size: "
-                f"{cfg.student!r} has {config.hidden_size}, the teacher {teacher.config.hidden_size} "
-                "(use layers:... or --hidden-weight 0)"
-            )
-        count = len(parse_layers(cfg.student_layers)) if cfg.student_layers else config.num_hidden_layers
-    return teacher_layer_map(cfg.student, n, count)

@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also rewrite seeds.json / seeds.md here after every run",
     )
     p.add_argument(
-        "--distill-args", default="", help='more `distill` arguments for both arms, one string (e.g. "--logit-mse 1")'
+        "--distill-args",
+        default="",
+        help='more `distill` arguments for both arms, one string (e.g. "--augment-copies 2")',
     )
     p.add_argument(
         "--merge",

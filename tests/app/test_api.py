@@ -151,7 +151,7 @@ async def test_model_info_shows_no_absolute_path_of_the_machine(manifest_only_pa
         "dataset": "/srv/data/clinc150/data_full.json",
         "teacher_logits": f"precomputed; 2 part(s) read from the logits cache {tmp_path}/cache",
         "hyperparameters": {"output_dir": str(package), "data_path": "data/clinc.json", "note": "N/A"},
-        "extra_teachers": [str(root / "t2"), "https://example.org/a/b"],
+        "extra_teachers": [str(root / "t2"), "https://example.org/a/b"],  # paths in a list (older distill manifests)
     }
     write_manifest(package, manifest)
     key = {"authorization": "Bearer k"}
