@@ -23,9 +23,9 @@ one model per process: a process's loop and model thread share one GIL, separate
 INTENT_NUM_THREADS=--num-threads model threads each, default cores - 1 (1 on a 2-core box).
 Inference runs in one dedicated thread per process; the event loop (HTTP, JSON, tokenization
 scheduling) and wrk need CPU at the same time, and ORT's intra-op threads spin while they wait.
-Measured on the 2-core dev VM (3 s runs, onnx-int8, batching on and off, c=8 and c=32, two rounds):
-1 thread gave 1.1-2.5x the req/s of 2 threads and lower p99 in every pair. That VM was also running
-a training job, so re-check with `--num-threads 2` on an idle machine. wrk itself costs ~34 us of
+Measured on a 2-core machine (3 s runs, onnx-int8, batching on and off, c=8 and c=32, two rounds):
+1 thread gave 1.1-2.5x the req/s of 2 threads and lower p99 in every pair. A training job shared that
+machine, so re-check with `--num-threads 2` on an idle one. wrk itself costs ~34 us of
 CPU per request (about 12% of one core at 3,500 req/s on `noop`, under 4% at the model configs'
 rates); its Lua response() hook (--wrk-status-hook) adds ~4 us per request and cut `noop`'s
 measured req/s by ~10%, so by default errors come from wrk's own non-2xx/3xx count instead.

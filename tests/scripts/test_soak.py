@@ -7,18 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.package import read_manifest, write_manifest
 from scripts.soak import main
-
-
-@pytest.fixture
-def fake_package(tiny_package: Path, tmp_path: Path) -> Path:
-    """A manifest-only package: enough for the weight-free fake backend."""
-    manifest = read_manifest(tiny_package)
-    manifest.metrics = {}
-    (tmp_path / "pkg").mkdir()
-    write_manifest(tmp_path / "pkg", manifest)
-    return tmp_path / "pkg"
 
 
 def soak(package: Path, out: Path, *extra: str) -> tuple[int, dict]:

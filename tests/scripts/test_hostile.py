@@ -1,0 +1,50 @@
+"""scripts/hostile.py end to end against the real server (fake backend): tiny runs of three checks, figures sane."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts.hostile import main
+
+
+@pytest.mark.slow
+def test_isolation_idle_and_lifecycle_figures(fake_package: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hostile.json"
+    args = ["--package", str(fake_package), "--backend", "fake", "--only", "isolation,idle,lifecycle"]
+    args += ["--duration", "2", "--baseline", "1", "--clients", "2", "--idle-connections", "30", "--idle-timeout", "1"]
+    code = main([*args, "--out", str(out)])
+    report = json.loads(out.read_text())
+    figures, targets = report["figures"], report["targets"]
+
+    # Isolation: the bad client's every request is a 422, the ordinary clients lose nothing.
+    isolation = figures["isolation"]
+    assert isolation["ordinary"]["failed"] == 0
+    assert isolation["ordinary"]["ok"] > 20
+    assert set(isolation["bad_statuses"]) == {"422"}
+    assert 10 <= isolation["bad_statuses"]["422"] <= 100  # one per 20 ms + a round trip, for 2 s
+
+    # Idle: each kind of stalled connection is closed by the server after the 1 s timeout, not before.
+    held = figures["idle"]["held"]
+    assert held["by_kind"] == {
+        "nothing": {"no answer, in time": 10},
+        "half_head": {"408, in time": 10},
+        "half_body": {"408, in time": 10},
+    }
+    assert 0.5 <= held["seconds_to_close_min"] <= held["seconds_to_close_max"] <= 2.0
+    assert held["closed_in_time"] == 30
+
+    # Lifecycle: the replacement comes after the supervisor's 0.5 s back-off; a killed parent leaves nothing.
+    lifecycle = figures["lifecycle"]
+    assert 0.5 <= lifecycle["worker_back_s"] <= 10
+    assert lifecycle["answered_after_kill"] > 0
+    assert lifecycle["parent_kill_gone_s"] is not None
+    assert lifecycle["parent_kill_gone_s"] <= 2
+
+    assert [t["check"] for t in targets] == ["isolation"] * 2 + ["idle"] * 3 + ["lifecycle"] * 3
+    assert code == (0 if all(t["pass"] for t in targets) else 1)
+    table = (tmp_path / "hostile.md").read_text()
+    assert "| isolation | ordinary requests failed | 0 | 0 | PASS |" in table
+    assert "| idle | closed within 1+1 s | 30/30 | all | PASS |" in table
