@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -102,6 +102,20 @@ def image(base_image: str) -> str:
     return IMAGE
 
 
+def wait_ready(url: str, fail_if_dead: Callable[[], None], logs: Callable[[], str]) -> None:
+    """Poll /readyz until 200; fail_if_dead() fails the test early, logs() explains a time-out."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        fail_if_dead()
+        try:
+            if http("GET", f"{url}/readyz", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"not ready after {START_TIMEOUT_S:.0f} s:\n{logs()[-4000:]}")
+
+
 class Container:
     """One `podman run -d` container publishing the service on a loopback port."""
 
@@ -115,19 +129,13 @@ class Container:
         result = sh("podman", "logs", self.name, check=False)
         return result.stdout + result.stderr
 
+    def fail_if_stopped(self) -> None:
+        state = sh("podman", "inspect", self.name, "--format", "{{.State.Status}}").stdout.strip()
+        if state != "running":
+            pytest.fail(f"container {state}:\n{self.logs()[-4000:]}")
+
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            state = sh("podman", "inspect", self.name, "--format", "{{.State.Status}}").stdout.strip()
-            if state != "running":
-                pytest.fail(f"container {state}:\n{self.logs()[-4000:]}")
-            try:
-                if http("GET", f"{self.url}/readyz", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"not ready after {START_TIMEOUT_S:.0f} s:\n{self.logs()[-4000:]}")
+        wait_ready(self.url, self.fail_if_stopped, self.logs)
 
     def exec(self, *argv: str) -> subprocess.CompletedProcess:
         return sh("podman", "exec", self.name, *argv, check=False)
@@ -240,17 +248,12 @@ def compose_service(base_image: str, image: str, tmp_path: Path) -> Iterator[str
     sh(*argv, "up", "-d", "--build", "--no-deps", "intentserve", cwd=REPO_ROOT, env=env)
     try:
         url = f"http://{HOST}:{port}"
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                if http("GET", f"{url}/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        else:
-            logs = sh(*argv, "logs", "intentserve", cwd=REPO_ROOT, env=env, check=False)
-            pytest.fail(f"compose service not ready:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+
+        def logs() -> str:
+            result = sh(*argv, "logs", "intentserve", cwd=REPO_ROOT, env=env, check=False)
+            return result.stdout + result.stderr
+
+        wait_ready(url, lambda: None, logs)
         timed("compose up (build + ready)", time.monotonic() - started)
         yield url
     finally:
