@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import Any
 
 from app.core.logs import request_id_var
 from app.tracing import BatchTiming, RequestTrace, current_trace
@@ -30,7 +29,7 @@ class QueueFullError(RuntimeError):
 @dataclass
 class _Item:
     text: str
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Any]
     enqueued: float = field(default_factory=time.perf_counter)
     # The worker task runs outside every request: log lines about this text name its request explicitly.
     request_id: str | None = field(default_factory=request_id_var.get)
@@ -49,7 +48,7 @@ class MicroBatcher:
     def __init__(
         self,
         # predict(texts), or predict(texts, timing) for a batch with a traced request (see app.tracing).
-        predict: Callable[..., np.ndarray],
+        predict: Callable[..., Sequence[Any]],
         max_batch_size: int = 32,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int, float, list[float]], None] | None = None,
@@ -90,8 +89,8 @@ class MicroBatcher:
                 item.future.set_exception(InferenceError("service is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    def enqueue(self, texts: list[str]) -> list[asyncio.Future[np.ndarray]]:
-        """Queue all of a request's texts or none (QueueFullError); each future resolves to a probability row.
+    def enqueue(self, texts: list[str]) -> list[asyncio.Future[Any]]:
+        """Queue all of a request's texts or none (QueueFullError); each future resolves to its row of the model output.
 
         Synchronous on purpose: the admission check and the puts cannot interleave with another request's.
         Cancelling a future drops its text before it reaches the model.
@@ -106,7 +105,7 @@ class MicroBatcher:
             trace.enqueued_ns = time.time_ns()
         futures = []
         for text in texts:
-            future: asyncio.Future[np.ndarray] = loop.create_future()
+            future: asyncio.Future[Any] = loop.create_future()
             self.queue.put_nowait(_Item(text, future, trace=trace))
             futures.append(future)
         return futures
@@ -200,7 +199,7 @@ class MicroBatcher:
                     batches.append(timing)
         return timing
 
-    def _timed(self, texts: list[str], timing: BatchTiming) -> np.ndarray:
+    def _timed(self, texts: list[str], timing: BatchTiming) -> Sequence[Any]:
         """The model call of a traced batch, in the model thread: `predict` marks where tokenization ends."""
         timing.start_ns = time.time_ns()
         try:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app.api.errors import install_error_handlers
+from app.api.fastpath import ClassifyFastPath
 from app.api.middleware import ServiceMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import router
@@ -91,6 +92,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(router)
     install_openapi(app, settings)
+    app.add_middleware(ClassifyFastPath)  # inside ServiceMiddleware: ids, metrics, limits and spans stay as they are
     app.add_middleware(
         ServiceMiddleware,
         metrics=metrics,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,16 @@ logger = logging.getLogger(__name__)
 REASONS = {0: None, 1: "oos_label", 2: "low_confidence"}
 
 
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """One text's outcome: made for a whole batch at once, in the model thread, so the event loop only reads it."""
+
+    label: int  # index of the answered label (the oos label when out of scope)
+    reason: int  # 0 in scope, 1 arg-max is the oos label, 2 oos score under the threshold
+    confidence: float  # probability of the model's arg-max label
+    ranked: list[tuple[int, float]]  # the most probable labels with their probabilities, best first
+
+
 def fallback_message(domains: list[str]) -> str:
     """What the assistant tells a user whose request is out of scope."""
     if not domains:
@@ -40,12 +51,13 @@ class IntentClassifier:
         self.backend = backend
         self.manifest = backend.manifest
         self.metrics = metrics
-        self.labels = np.asarray(self.manifest.labels, dtype=object)
+        self.labels = list(self.manifest.labels)
         self.oos_index = self.manifest.labels.index(self.manifest.oos_label)
         self.oos_score = self.manifest.oos_score
         self.threshold = self.threshold_for(settings, self.manifest)
         self.domains = sorted(self.manifest.domains)
         self.fallback = {"message": fallback_message(self.domains), "domains": self.domains}
+        self.ranked = min(settings.max_top_k + 1, len(self.labels))  # enough for any top_k the API accepts
         self.cache = PredictionCache(settings.cache_size, backend.normalize) if settings.cache_size else None
         self.batcher = MicroBatcher(
             self._predict,
@@ -98,8 +110,21 @@ class IntentClassifier:
             with contextlib.suppress(KeyError):
                 self.metrics.model_info.remove(*labels.values())
 
-    def _predict(self, texts: list[str], timing: BatchTiming | None = None) -> np.ndarray:
-        return self.backend.predict_logits(texts, timing)
+    def _predict(self, texts: list[str], timing: BatchTiming | None = None) -> list[Decided]:
+        return self.decide_rows(self.backend.predict_logits(texts, timing))
+
+    def decide_rows(self, logits: np.ndarray) -> list[Decided]:
+        """Arg-max label unless it is `oos` or its oos score is under the threshold; one numpy pass per batch."""
+        probs = softmax(logits)
+        predicted, reason = decide(logits, self.oos_index, self.threshold, self.oos_score, probs)
+        order = np.argsort(-probs, axis=-1, kind="stable")[:, : self.ranked]
+        top = np.take_along_axis(probs, order, axis=-1)
+        return [
+            Decided(label, why, ranked_probs[0], list(zip(ranked, ranked_probs, strict=True)))
+            for label, why, ranked, ranked_probs in zip(
+                predicted.tolist(), reason.tolist(), order.tolist(), top.tolist(), strict=True
+            )
+        ]
 
     def _observe_batch(self, size: int, seconds: float, waits: list[float]) -> None:
         self.metrics.batch_size.observe(size)
@@ -108,22 +133,22 @@ class IntentClassifier:
             self.metrics.queue_wait.observe(wait)
 
     def decide(self, logits: np.ndarray, top_k: int) -> dict[str, Any]:
-        """Arg-max label unless it is `oos` or its oos score is under the threshold."""
-        probs = softmax(logits[None, :])
-        predicted, reason = decide(logits[None, :], self.oos_index, self.threshold, self.oos_score, probs)
-        probs = probs[0]
-        label_index, why = int(predicted[0]), REASONS[int(reason[0])]
-        intent = str(self.labels[label_index])
-        order = np.argsort(-probs)[: top_k + 1]
+        """The API answer for one row of logits."""
+        return self.answer(self.decide_rows(logits[None, :])[0], top_k)
+
+    def answer(self, decided: Decided, top_k: int) -> dict[str, Any]:
+        """The API answer for one decided text; counts it in the metrics."""
+        intent = self.labels[decided.label]
+        why = REASONS[decided.reason]
         alternatives = [
-            {"intent": str(self.labels[i]), "confidence": float(probs[i])} for i in order if i != label_index
+            {"intent": self.labels[i], "confidence": p} for i, p in decided.ranked[: top_k + 1] if i != decided.label
         ][:top_k]
         self.metrics.predictions.labels(intent=intent).inc()
         if why:
             self.metrics.oos.labels(reason=why).inc()
         return {
             "intent": intent,
-            "confidence": float(probs.max()),
+            "confidence": decided.confidence,
             "oos": why is not None,
             "fallback": self.fallback if why else None,
             "alternatives": alternatives,
@@ -131,7 +156,7 @@ class IntentClassifier:
             "backend": self.backend.name,
         }
 
-    def submit(self, texts: list[str]) -> list[asyncio.Future[np.ndarray]]:
+    def submit(self, texts: list[str]) -> list[asyncio.Future[Decided]]:
         """Queue the texts the cache (if on) cannot answer; QueueFullError/InferenceError leave nothing queued."""
         if self.cache is None:
             return self.batcher.enqueue(texts)
@@ -153,10 +178,10 @@ class IntentClassifier:
             futures.append(future)
         return futures
 
-    def _remember(self, key: str, future: asyncio.Future[np.ndarray]) -> None:
+    def _remember(self, key: str, future: asyncio.Future[Decided]) -> None:
         if self.cache is not None and not future.cancelled() and future.exception() is None:
             self.cache.put(key, future.result())
 
-    def answers(self, rows: list[np.ndarray], top_k: int) -> list[dict[str, Any]]:
-        """API answers for rows of logits."""
-        return [self.decide(row, top_k) for row in rows]
+    def answers(self, rows: list[Decided], top_k: int) -> list[dict[str, Any]]:
+        """API answers for decided texts."""
+        return [self.answer(row, top_k) for row in rows]

@@ -16,16 +16,23 @@ from app.tracing import current_trace
 router = APIRouter()
 
 
-def _check_text(text: str, max_chars: int, where: str) -> None:
+def text_problem(text: str, max_chars: int, where: str = "text") -> str | None:
+    """Why the service refuses this text (422), or None."""
     if is_blank(text):
-        raise APIError(422, "invalid_request", f"{where}: must not be empty or whitespace only")
+        return f"{where}: must not be empty or whitespace only"
     if len(text) > max_chars:
-        raise APIError(422, "invalid_request", f"{where}: {len(text)} characters exceeds the limit of {max_chars}")
+        return f"{where}: {len(text)} characters exceeds the limit of {max_chars}"
+    return None
 
 
-def _check_top_k(top_k: int, max_top_k: int) -> None:
-    if top_k > max_top_k:
-        raise APIError(422, "invalid_request", f"top_k: must be at most {max_top_k}")
+def top_k_problem(top_k: int, max_top_k: int) -> str | None:
+    """Why the service refuses this top_k (422), or None."""
+    return f"top_k: must be at most {max_top_k}" if top_k > max_top_k else None
+
+
+def _check(problem: str | None) -> None:
+    if problem is not None:
+        raise APIError(422, "invalid_request", problem)
 
 
 # Most answers come within milliseconds: a task watching for the client leaving is started only for the slow
@@ -60,7 +67,7 @@ async def _first_done(futures: list[asyncio.Future], timeout: float) -> None:
             future.remove_done_callback(wake)
 
 
-async def _run(request: Request, texts: list[str], top_k: int) -> list[dict]:
+async def run_texts(request: Request, texts: list[str], top_k: int) -> list[dict]:
     """Queue the texts, then wait for the answers, the request timeout or the client leaving: whichever is first."""
     classifier = get_classifier(request)
     trace = current_trace.get()  # None unless tracing is on
@@ -117,9 +124,9 @@ async def _run(request: Request, texts: list[str], top_k: int) -> list[dict]:
 async def classify(body: ClassifyRequest, request: Request) -> dict:
     """Classify one utterance; out-of-scope answers carry a fallback message."""
     settings = request.app.state.settings
-    _check_text(body.text, settings.max_text_chars, "text")
-    _check_top_k(body.top_k, settings.max_top_k)
-    (result,) = await _run(request, [body.text], body.top_k)
+    _check(text_problem(body.text, settings.max_text_chars))
+    _check(top_k_problem(body.top_k, settings.max_top_k))
+    (result,) = await run_texts(request, [body.text], body.top_k)
     return result
 
 
@@ -141,6 +148,6 @@ async def classify_batch(body: BatchRequest, request: Request) -> dict:
             f"texts: {len(body.texts)} texts exceeds the limit of {settings.max_batch_texts}",
         )
     for i, text in enumerate(body.texts):
-        _check_text(text, settings.max_text_chars, f"texts.{i}")
-    _check_top_k(body.top_k, settings.max_top_k)
-    return {"results": await _run(request, body.texts, body.top_k)}
+        _check(text_problem(text, settings.max_text_chars, f"texts.{i}"))
+    _check(top_k_problem(body.top_k, settings.max_top_k))
+    return {"results": await run_texts(request, body.texts, body.top_k)}
