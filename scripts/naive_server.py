@@ -7,6 +7,7 @@ thread tuning, no ONNX, every request padded on its own. This is deliberately le
 
     python scripts/naive_server.py --model artifacts/teacher --port 8300
     python scripts/naive_server.py --noop --port 8301   # same app, no model: the framework's floor
+    python scripts/naive_server.py --noop --port 8301 --reuse-port  # start N of these: N processes, one port
 
 `--noop` answers a fixed result without touching a model (the "empty FastAPI endpoint" reference).
 Both validate the body with a pydantic model, as any FastAPI app would. GET /healthz answers once
@@ -16,6 +17,7 @@ the model is loaded (the model is loaded before uvicorn starts listening).
 from __future__ import annotations
 
 import argparse
+import socket
 
 import uvicorn
 from fastapi import FastAPI
@@ -60,9 +62,22 @@ def main() -> None:
     group.add_argument("--noop", action="store_true", help="serve no model: a constant answer")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8300)
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT, so several processes share the port as the service's workers do",
+    )
     args = parser.parse_args()
     app = build_app(None if args.noop else args.model)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    if not args.reuse_port:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        return
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((args.host, args.port))
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":
