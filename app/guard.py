@@ -261,3 +261,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
     """The protocol class for uvicorn.Config(http=...), holding these settings' limits."""
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": HttpLimits.from_settings(settings)})
+
+
+def __getattr__(name: str) -> type[GuardedHttpToolsProtocol]:
+    """`app.guard:HttpProtocol`, the protocol with this environment's INTENT_* limits, for uvicorn's CLI.
+
+    `uvicorn app.main:app --http app.guard:HttpProtocol` imports it by name; built on first access, when the
+    environment is the server's.
+    """
+    if name == "HttpProtocol":
+        return guarded_protocol(Settings())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

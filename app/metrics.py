@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -69,10 +70,23 @@ class Metrics:
         self.cache = Counter(
             "intent_cache_requests", "Prediction cache lookups (INTENT_CACHE_SIZE > 0)", ["result"], registry=r
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         for reason in ("oos_label", "low_confidence"):
             self.oos.labels(reason=reason)
         for result in ("hit", "miss"):
             self.cache.labels(result=result)
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once: labels() takes a lock and validates on every call.
+
+        For the per-request metrics, whose label values are bounded (endpoints, statuses, intents, reasons);
+        a child that is ever removed (intent_model_info) must not be looked up here.
+        """
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def exposition(self) -> bytes:
         """Prometheus text format: this process's registry, or the sum over all workers' files."""

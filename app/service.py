@@ -128,7 +128,7 @@ class IntentClassifier:
 
     def _observe_batch(self, size: int, seconds: float, waits: list[float]) -> None:
         self.metrics.batch_size.observe(size)
-        self.metrics.inference_duration.labels(backend=self.backend.name).observe(seconds)
+        self.metrics.child(self.metrics.inference_duration, self.backend.name).observe(seconds)
         for wait in waits:
             self.metrics.queue_wait.observe(wait)
 
@@ -143,9 +143,9 @@ class IntentClassifier:
         alternatives = [
             {"intent": self.labels[i], "confidence": p} for i, p in decided.ranked[: top_k + 1] if i != decided.label
         ][:top_k]
-        self.metrics.predictions.labels(intent=intent).inc()
+        self.metrics.child(self.metrics.predictions, intent).inc()
         if why:
-            self.metrics.oos.labels(reason=why).inc()
+            self.metrics.child(self.metrics.oos, why).inc()
         return {
             "intent": intent,
             "confidence": decided.confidence,
@@ -167,7 +167,7 @@ class IntentClassifier:
         loop = asyncio.get_running_loop()
         futures = []
         for key, row in zip(keys, cached, strict=True):
-            self.metrics.cache.labels(result="hit" if row is not None else "miss").inc()
+            self.metrics.child(self.metrics.cache, "hit" if row is not None else "miss").inc()
             if row is None:
                 future = next(queued)
                 if key is not None:

@@ -30,9 +30,14 @@ def rss(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def server(package: Path, tmp_path: Path, nofile: int | None = None, **env: str) -> Iterator[tuple[int, int, Path]]:
-    """`python -m app` on the tiny package (onnx backend); yields (port, pid, log)."""
+def server(
+    package: Path, tmp_path: Path, nofile: int | None = None, uvicorn_http: str | None = None, **env: str
+) -> Iterator[tuple[int, int, Path]]:
+    """`python -m app` (or uvicorn's CLI with this `--http`) on the tiny package (onnx); yields (port, pid, log)."""
     port, log = free_port(), tmp_path / "server.log"
+    argv = [sys.executable, "-m", "app"]
+    if uvicorn_http:
+        argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--http", uvicorn_http]
     settings = {"INTENT_BACKEND": "onnx", "INTENT_WARMUP_RUNS": "1", **env}
 
     def limit_descriptors() -> None:
@@ -41,7 +46,7 @@ def server(package: Path, tmp_path: Path, nofile: int | None = None, **env: str)
 
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app"],
+            argv,
             cwd=ROOT,
             env=server_env(package, port, **settings),
             stdout=fh,
@@ -121,6 +126,24 @@ def test_too_many_header_fields_get_431(tiny_package: Path, tmp_path: Path) -> N
     assert answers[0].startswith(b"HTTP/1.1 200 "), answers[0][:200]
     assert answers[1].startswith(b"HTTP/1.1 431 "), answers[1][:200]
     assert b"more than 20 header fields" in answers[1]
+
+
+def test_uvicorns_cli_gets_the_same_limits_from_the_guard_protocol(tiny_package: Path, tmp_path: Path) -> None:
+    env = {"INTENT_MAX_HEADERS": "20", "INTENT_HEADER_TIMEOUT_S": "1"}
+    with server(tiny_package, tmp_path, uvicorn_http="app.guard:HttpProtocol", **env) as (port, _, _):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            fields = b"".join(b"X-%d: v\r\n" % i for i in range(25))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + fields + b"\r\n")
+            too_many = read_response(sock)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            start = time.monotonic()
+            sock.sendall(b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Ty")
+            half_head, took = read_response(sock, timeout=8), time.monotonic() - start
+        r = httpx.post(f"http://127.0.0.1:{port}/classify", json={"text": "please transfer my money"}, timeout=10)
+    assert too_many.startswith(b"HTTP/1.1 431 "), too_many[:200]
+    assert half_head.startswith(b"HTTP/1.1 408 "), half_head[:200]
+    assert took < 5, took
+    assert r.json()["intent"] == "transfer"
 
 
 def test_a_pipelining_flood_is_answered_in_order_then_closed_and_memory_stays_flat(
