@@ -323,7 +323,7 @@ def peer_server(args: argparse.Namespace, logs: Path) -> Iterator[str]:
     """infinity-emb serving the same package in its own virtualenv; yields its classify URL."""
     from scripts import peer_infinity
 
-    python = peer_infinity.ensure_venv(args.peer_cache)
+    python = peer_infinity.ensure_venv(args.peer_cache) if args.peer_cache else peer_infinity.ensure_venv()
     folder = peer_infinity.prepare_folder(args.package, args.backend, Path(tempfile.mkdtemp(prefix="peer-")))
     port = free_port()
     argv, env, cwd = peer_infinity.command(python, folder, port, args.num_threads)
@@ -409,7 +409,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra service env")
     p.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the service afterwards")
     p.add_argument("--peer", choices=["infinity"], help="also measure a peer server on the same package")
-    p.add_argument("--peer-cache", type=Path, default=Path.home() / ".cache" / "intentserve" / "peers" / "infinity")
+    p.add_argument("--peer-cache", type=Path, help="the peer's virtualenv folder (default: peer_infinity's)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CLINC150 oos-eval JSON")
     p.add_argument("--queries", type=int, default=2000, help="distinct request bodies to cycle through")
     p.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)  # model-alone: the load's bodies

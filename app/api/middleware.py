@@ -119,17 +119,23 @@ class ServiceMiddleware:
             await send(message)
 
         too_large = self._declared_too_large(scope)
+        classify = path in CLASSIFY_ENDPOINTS
         received = 0
         keep_id = False
         admitted = False
 
         async def receive_wrapper() -> Message:
-            nonlocal received
+            nonlocal received, admitted
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise BodyTooLarge(self.max_body_bytes)
+                # Counted from its last body byte: a client that sends half a body (and is cut off by the body
+                # timeout) holds no admission slot meanwhile, so slow senders cannot get others refused.
+                if classify and not admitted and not message.get("more_body", False):
+                    admitted = True
+                    self.classify_inflight += 1
             return message
 
         try:
@@ -138,9 +144,6 @@ class ServiceMiddleware:
             elif path in CLASSIFY_ENDPOINTS and scope.get("method") == "POST" and self._overloaded(scope):
                 await self._reject_overloaded(send_wrapper, rid)
             else:
-                if path in CLASSIFY_ENDPOINTS:
-                    admitted = True
-                    self.classify_inflight += 1
                 try:
                     await self.app(scope, receive_wrapper, send_wrapper)
                 except BodyTooLarge:

@@ -69,3 +69,29 @@ def test_overload_is_refused_before_the_body_is_read(manifest_only_package: Path
     assert [r.status_code for r in answered] == [200, 200, 200]  # the admitted ones are served
     assert metric(scrape, "intent_requests_total", endpoint="/classify", status="429") == 10
     assert after.status_code == 200  # recovered once the queue drained
+
+
+def test_clients_that_send_half_a_body_hold_no_admission_slot(manifest_only_package: Path, tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    # Room for 3 classify requests in progress; 10 slow senders that never finish their bodies must not take it.
+    env = {"INTENT_MAX_BATCH_SIZE": "1", "INTENT_MAX_QUEUE": "2", "INTENT_MAX_BATCH_TEXTS": "2"}
+    proc = launch(manifest_only_package, port, 0.0, log, **env)
+    slow = []
+    try:
+        wait_ready(proc, url, log, timeout=180)
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(
+                b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 40\r\n\r\n{"text": "wea'
+            )
+            slow.append(sock)
+        time.sleep(0.5)  # every head read, every body stalled
+        answers = [httpx.post(f"{url}/classify", json={"text": "weather"}, timeout=10) for _ in range(3)]
+    finally:
+        for sock in slow:
+            sock.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
