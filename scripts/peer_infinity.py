@@ -25,6 +25,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.package import BACKEND_FILES as PACKAGE_FILES  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 INFINITY_VERSION = "0.0.78"
@@ -101,7 +106,7 @@ PINNED = (
 )
 
 # Backend -> the ONNX file of our package it serves (docs/package-format.md); the torch backends have none.
-BACKEND_FILES = {"onnx": "model.onnx", "onnx-int8": "model_quantized.onnx"}
+BACKEND_FILES = {name: file for name, file in PACKAGE_FILES.items() if file.endswith(".onnx")}  # infinity: ONNX only
 REQUIRED_FILES = ("config.json", "tokenizer.json")
 # transformers' AutoTokenizer reads these when present (special tokens, lower-casing, the slow vocabulary).
 OPTIONAL_FILES = ("tokenizer_config.json", "special_tokens_map.json", "vocab.txt")

@@ -18,11 +18,11 @@ from starlette.requests import Request
 
 from app.api.deps import check_key
 from app.api.errors import APIError
+from app.api.middleware import error_body, send_json
 from app.api.routes.classify import run_texts, text_problem, top_k_problem
 from app.api.schemas import ClassifyRequest
 
 ASGIApp = Any
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class ClassifyFastPath:
@@ -44,11 +44,10 @@ class ClassifyFastPath:
         try:
             (answer,) = await run_texts(request, [parsed.text], parsed.top_k)
         except APIError as exc:
-            error = {"error": {"code": exc.code, "message": exc.message, "request_id": scope["state"]["request_id"]}}
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
-            await _send(send, exc.status, error, headers)
+            await send_json(send, exc.status, error_body(scope["state"]["request_id"], exc.code, exc.message), headers)
             return
-        await _send(send, 200, answer, [])
+        await send_json(send, 200, answer, [])
 
 
 def _well_formed(request: Request, messages: list[dict]) -> ClassifyRequest | None:
@@ -86,10 +85,3 @@ def _replay(messages: list[dict], receive: Any) -> Any:
         return next(pending, None) or await receive()
 
     return replay
-
-
-async def _send(send: Any, status: int, content: Any, headers: list[tuple[bytes, bytes]]) -> None:
-    payload = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    start = [*JSON_HEADERS, (b"content-length", str(len(payload)).encode()), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": start})
-    await send({"type": "http.response.body", "body": payload})

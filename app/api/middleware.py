@@ -51,7 +51,8 @@ def json_content_type(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     return [*(h for h in headers if h[0] != b"content-type"), (b"content-type", b"application/json")]
 
 
-def _error_body(request_id: str, code: str, message: str) -> dict:
+def error_body(request_id: str, code: str, message: str) -> dict:
+    """The error envelope (the same as app.api.errors.error_response's)."""
     return {"error": {"code": code, "message": message, "request_id": request_id}}
 
 
@@ -62,7 +63,8 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body exceeds {limit} bytes")
 
 
-async def _send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
+    """A JSON response straight onto the ASGI channel, with no Response object."""
     payload = json.dumps(body).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -141,7 +143,7 @@ class ServiceMiddleware:
         try:
             if too_large:
                 await self._reject_large(send_wrapper, rid)
-            elif path in CLASSIFY_ENDPOINTS and scope.get("method") == "POST" and self._overloaded(scope):
+            elif classify and scope.get("method") == "POST" and self._overloaded(scope):
                 await self._reject_overloaded(send_wrapper, rid)
             else:
                 try:
@@ -156,7 +158,7 @@ class ServiceMiddleware:
                     if status_holder["started"]:
                         keep_id = True  # the server logs the error it gets next: with this request's id
                         raise
-                    await _send_json(send_wrapper, 500, _error_body(rid, "internal_error", INTERNAL), [])
+                    await send_json(send_wrapper, 500, error_body(rid, "internal_error", INTERNAL), [])
                 except asyncio.CancelledError:
                     # The server gave up on the request (shutdown timeout): a 503 the client may retry elsewhere,
                     # rather than the server's bare 500.
@@ -200,13 +202,13 @@ class ServiceMiddleware:
         return bool(batcher is not None and batcher.max_queue and batcher.queue.qsize() >= batcher.max_queue)
 
     async def _reject_overloaded(self, send: Send, request_id: str) -> None:
-        body = _error_body(request_id, "overloaded", "too many requests are waiting; retry shortly")
-        await _send_json(send, 429, body, [(b"retry-after", b"1")])
+        body = error_body(request_id, "overloaded", "too many requests are waiting; retry shortly")
+        await send_json(send, 429, body, [(b"retry-after", b"1")])
 
     async def _reject_cancelled(self, send: Send, request_id: str) -> None:
-        body = _error_body(request_id, "shutting_down", "the service stopped before answering; retry")
-        await _send_json(send, 503, body, [(b"retry-after", b"1")])
+        body = error_body(request_id, "shutting_down", "the service stopped before answering; retry")
+        await send_json(send, 503, body, [(b"retry-after", b"1")])
 
     async def _reject_large(self, send: Send, request_id: str) -> None:
-        body = _error_body(request_id, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
-        await _send_json(send, 413, body, [])
+        body = error_body(request_id, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
+        await send_json(send, 413, body, [])
