@@ -47,6 +47,7 @@ from scripts.bench_serving import (  # noqa: E402
     DEFAULT_DATA,
     Config,
     cpu_model,
+    fmt,
     free_port,
     get,
     git_commit,
@@ -327,24 +328,12 @@ def peer_server(args: argparse.Namespace, logs: Path) -> Iterator[str]:
     folder = peer_infinity.prepare_folder(args.package, args.backend, Path(tempfile.mkdtemp(prefix="peer-")))
     port = free_port()
     argv, env, cwd = peer_infinity.command(python, folder, port, args.num_threads)
-    with open(logs / "peer-infinity.log", "w") as log:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + args.ready_timeout
-        while get(f"http://127.0.0.1:{port}{peer_infinity.READY_PATH}") != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"infinity did not start; see {logs / 'peer-infinity.log'}")
-            time.sleep(0.5)
+    cfg = Config("peer-infinity", argv, env, peer_infinity.READY_PATH, cwd=cwd)
+    with running_server(cfg, port, logs / "peer-infinity.log", args.ready_timeout):
         yield f"http://127.0.0.1:{port}{peer_infinity.CLASSIFY_PATH}"
-    finally:
-        stop_process_group(proc)
 
 
 # ------------------------------------------------------------------------------------------ report
-
-
-def fmt(x: float | None, nd: int = 1) -> str:
-    return "-" if x is None or x != x else f"{x:,.{nd}f}"
 
 
 def table(rows: list[dict[str, Any]], markdown: bool) -> str:

@@ -80,6 +80,7 @@ class Config:
     package: str | None = None
     description: str = ""
     port_flag: bool = False  # takes --port PORT (scripts/naive_server.py) instead of INTENT_PORT
+    cwd: Path | None = None  # where the server starts (default: the repository)
 
 
 def shown(path: Path) -> str:
@@ -176,7 +177,9 @@ def running_server(cfg: Config, port: int, log_path: Path, ready_timeout: float)
     argv = [*cfg.argv, "--port", str(port)] if cfg.port_flag else cfg.argv
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, cwd=cfg.cwd or REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + ready_timeout
         url = f"http://127.0.0.1:{port}{cfg.ready_path}"

@@ -283,10 +283,14 @@ def command(
         "--log-level",
         "warning",
     ]
-    # Our venv's settings must not leak into infinity's interpreter.
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
+    # Our venv's settings must not leak into infinity's interpreter. Set empty rather than dropped, so that they
+    # also override a caller that merges this environment over its own (CPython treats an empty one as unset).
+    env = dict(os.environ)
     env.update(
         {
+            "PYTHONPATH": "",
+            "PYTHONHOME": "",
+            "VIRTUAL_ENV": "",
             "HF_HUB_OFFLINE": "1",  # a local folder: never ask the hub
             "TRANSFORMERS_OFFLINE": "1",
             "DO_NOT_TRACK": "1",  # infinity's anonymous usage statistics
