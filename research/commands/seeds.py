@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SeedStudyConfig:
-    """The SeedStudyConfig the options describe (--data included: the runs read the same data)."""
+    """The SeedStudyConfig the options describe (the global data options included: the runs read the same data)."""
     import shlex
 
     from research.seeds import SeedStudyConfig
@@ -68,6 +68,8 @@ def config_from_args(args: argparse.Namespace) -> SeedStudyConfig:
         parallel=args.parallel,
         num_threads=args.num_threads,
         data=args.data,
+        oos_label=args.oos_label,
+        domains=args.domains,
         confidence=args.confidence,
         report_dir=args.report_dir,
         extra_args=tuple(shlex.split(args.distill_args)),

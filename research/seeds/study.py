@@ -52,6 +52,9 @@ class SeedStudyConfig:
     parallel: int = 1
     num_threads: int | None = None
     data: str | None = None
+    # The other global options the runs must share with the study (the data's oos label and domains).
+    oos_label: str | None = None
+    domains: Path | None = None
     confidence: float = 0.95
     # Also (re)write seeds.json / seeds.md here after every run (e.g. a folder a remote run brings back).
     report_dir: Path | None = None
@@ -146,6 +149,10 @@ def command(cfg: SeedStudyConfig, run: Run) -> list[str]:
     cmd = [sys.executable, "-m", "compression"]
     if cfg.data:
         cmd += ["--data", cfg.data]
+    if cfg.oos_label:
+        cmd += ["--oos-label", cfg.oos_label]
+    if cfg.domains:
+        cmd += ["--domains", str(cfg.domains)]
     cmd += ["distill", "--teacher", str(cfg.teacher_dir), "--student", cfg.student]
     cmd += ["--alpha", repr(run.alpha), "--temperature", repr(cfg.temperature), "--epochs", repr(cfg.epochs)]
     cmd += ["--learning-rate", repr(cfg.learning_rate), "--batch-size", str(cfg.batch_size)]

@@ -247,3 +247,17 @@ def test_teacher_id_is_the_weights_file_not_the_manifest(package_copy: Path, tin
     data[-1] ^= 1  # one bit of one weight: the manifest is unchanged, the teacher is not
     weights.write_bytes(bytes(data))
     assert teacher_id(package_copy) != teacher_id(tiny_package)
+
+
+def test_runs_get_every_global_data_option_of_the_study(tmp_path: Path) -> None:
+    """A study on data with its own oos label and domains trains every run on the same reading of that data."""
+    from research.cli import build_parser
+    from research.commands.seeds import config_from_args
+    from research.seeds.study import Run, command
+
+    domains = tmp_path / "domains.json"
+    argv = ["--data", "mine.csv", "--oos-label", "none_of_these", "--domains", str(domains), "seeds"]
+    cfg = config_from_args(build_parser().parse_args([*argv, "--teacher", str(tmp_path), "--seeds", "1", "2"]))
+    cmd = command(cfg, Run(seed=1, arm="kd", alpha=0.5, folder=tmp_path / "run"))
+    globals_ = cmd[cmd.index("-m") + 2 : cmd.index("distill")]
+    assert globals_ == ["--data", "mine.csv", "--oos-label", "none_of_these", "--domains", str(domains)]
