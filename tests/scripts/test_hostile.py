@@ -48,3 +48,44 @@ def test_isolation_idle_and_lifecycle_figures(fake_package: Path, tmp_path: Path
     table = (tmp_path / "hostile.md").read_text()
     assert "| isolation | ordinary requests failed | 0 | 0 | PASS |" in table
     assert "| idle | closed within 1+1 s | 30/30 | all | PASS |" in table
+
+
+@pytest.mark.slow
+def test_floods_are_refused_and_the_control_aims_the_same_attack_at_a_stand_in(
+    fake_package: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "hostile.json"
+    args = ["--package", str(fake_package), "--backend", "fake", "--only", "flood-headers,flood-pipeline"]
+    args += ["--duration", "2", "--baseline", "1", "--clients", "2"]
+    main([*args, "--out", str(out)])
+    report = json.loads(out.read_text())
+    figures, targets = report["figures"], report["targets"]
+
+    # The service refuses an endless head with 431 and closes an endless pipeline, each time: the attacker has
+    # to reconnect, again and again (a close with its unread requests buffered resets the connection, so the
+    # attacker often reads no answer at all).
+    headers, pipeline = figures["flood-headers"], figures["flood-pipeline"]
+    assert set(headers["attack"]["first_status"]) <= {"431", "no answer"}
+    assert headers["attack"]["first_status"]["431"] > 0
+    assert set(pipeline["attack"]["first_status"]) <= {"200", "no answer"}
+    for attack in (headers["attack"], pipeline["attack"]):
+        assert attack["connections"] > 3
+        assert sum(attack["ends"].values()) == attack["connections"]
+    for flood in (headers, pipeline):
+        assert max(flood["rss_mib"]) - flood["rss_mib"][0] < 100
+        assert flood["ordinary"]["failed"] == 0
+        assert flood["ordinary"]["ok"] > 20
+
+    # The control: the same attack against the stand-in, which closes where the guard would, while the
+    # ordinary clients keep using the service.
+    assert headers["control"]["stand_in"]["closed (head too large)"] > 3
+    assert headers["control"]["attack"]["first_status"]["431"] > 0
+    assert pipeline["control"]["stand_in"]["closed (pipelined)"] > 3
+    assert pipeline["control"]["attack"]["responses_read"] > 0
+    assert headers["control"]["ordinary"]["ok"] > 20
+    assert headers["control"]["ordinary"]["failed"] == 0
+
+    info = [t for t in targets if t["pass"] is None]
+    assert [t["check"] for t in info] == ["flood-headers", "flood-pipeline"]
+    assert "aimed at a stand-in server" in info[0]["target"]
+    assert "| info | – |" in (tmp_path / "hostile.md").read_text()
