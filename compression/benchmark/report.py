@@ -80,11 +80,15 @@ def format_markdown(report: dict[str, Any]) -> str:
             _num(None if r.get("encoder_linear_nonzero") is None else r["encoder_linear_nonzero"] / 1e6, ".2f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    size_note = (
+        "Size = the weights file the backend loads (torch-int8 quantizes at load time, so its file is the fp32 "
+        "safetensors). Accuracy uses each package's calibrated oos rule (score and threshold)."
+    )
+    if any(r.get("timing_only") for r in report["rows"]):
+        size_note += " The bert-base-shaped row has random weights: its size is its fp32 safetensors file and it has no accuracy."
     lines += [
         "",
-        "Size = the weights file the backend loads (torch-int8 quantizes at load time, so its file is the fp32 "
-        "safetensors). Accuracy uses each package's calibrated oos rule (score and threshold). The bert-base-shaped row has random "
-        "weights: its size is its fp32 safetensors file and it has no accuracy.",
+        size_note,
         "",
         "gzip MB = that file compressed with gzip -6 (what unstructured sparsity saves on disk or download). "
         "Sparsity = share of zero weights in the encoder's Linear layers (attention q/k/v/output, FFN); "

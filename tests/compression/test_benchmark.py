@@ -16,6 +16,7 @@ from compression.benchmark import (
     ROW_KEYS,
     TIMING_ONLY_LABEL,
     BenchmarkConfig,
+    format_markdown,
     package_colors,
     plot_benchmark,
     resolve_reference,
@@ -249,12 +250,15 @@ def test_a_bert_base_sized_reference_needs_no_timing_only_row(
     monkeypatch.setattr("compression.benchmark.measure.bert_base_config", tiny_bert_config)
     data = load_clinc(str(clinc_json))
     cfg = BenchmarkConfig(artifacts=artifacts, backends=("onnx-int8",), latency_runs=4, warmup_runs=1, num_threads=1)
-    with_row = [r["label"] for r in run_benchmark(cfg, data.test, data.source)["rows"]]
-    assert with_row[-1] == TIMING_ONLY_LABEL  # a small reference: the random stand-in is timed
+    report = run_benchmark(cfg, data.test, data.source)
+    assert report["rows"][-1]["label"] == TIMING_ONLY_LABEL  # a small reference: the random stand-in is timed
+    assert "random weights" in format_markdown(report)
     monkeypatch.setattr("compression.benchmark.measure.BERT_BASE_MB", 0.01)  # the reference is now "BERT-base-sized"
-    rows = run_benchmark(cfg, data.test, data.source)["rows"]
+    report = run_benchmark(cfg, data.test, data.source)
+    rows = report["rows"]
     assert [r["label"] for r in rows] == ["mpnet-teacher/torch", "mpnet-teacher/onnx-int8"]
     assert rows[0]["is_reference"]
+    assert "random weights" not in format_markdown(report)  # no note about a row that is not there
 
 
 @pytest.mark.parametrize("n", [3, 12, 20, 25])
