@@ -66,10 +66,11 @@ def main(
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
 
     from compression.base_models import BaseModelError
+    from compression.packaging import OutputDirError
 
     try:
         return commands[args.command].run(args)
     except UsageError as exc:  # a bad combination of options: usage and exit code 2, as argparse reports
         parser.error(str(exc))
-    except BaseModelError as exc:  # a missing or damaged base encoder: one line naming the fix
+    except (BaseModelError, OutputDirError) as exc:  # a missing base encoder, a folder not to overwrite: one line
         raise SystemExit(f"{args.command}: {exc}") from None

@@ -15,6 +15,27 @@ logger = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
+class OutputDirError(ValueError):
+    """A package would be written over a folder that is not a package."""
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Writing a package replaces its folder: refuse one holding anything but a package, before any work."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise OutputDirError(f"output folder {out_dir} is a file; choose a folder for the package")
+    entries = list(out_dir.iterdir())
+    folders = sorted(e.name for e in entries if e.is_dir())
+    if entries and (folders or not (out_dir / MANIFEST).is_file()):
+        what = f"folders ({', '.join(folders[:3])})" if folders else "files and no manifest.json"
+        raise OutputDirError(
+            f"output folder {out_dir} holds {what}: it is not a package, and writing a package replaces its "
+            f"folder; choose a new or empty folder (e.g. {out_dir / 'my-package'}) or a package to replace"
+        )
+
+
 def save_torch_package(
     model: Any,
     tokenizer: Any,
@@ -32,6 +53,7 @@ def save_torch_package(
     if oos_label not in labels:  # the service falls back to it: a package without it could never say "out of scope"
         raise ValueError(f"the oos label {oos_label!r} is not one of the model's labels")
     out_dir = Path(out_dir)
+    check_output_dir(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)

@@ -16,6 +16,7 @@ from app.package import (
     without_machine_paths,
     write_manifest,
 )
+from compression.packaging import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def ship(cfg: ShipConfig) -> Path:
     manifest = verify_package(cfg.package_dir, cfg.backend)  # never ship a package that fails its own hashes
     wanted = [*REGISTRY[cfg.backend].weights, TOKENIZER_FILE, *OPTIONAL_FILES, *DESCRIPTIVE_FILES]
     out = Path(cfg.output_dir)
+    check_output_dir(out)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -37,9 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the whole chain for one preset (full adds the distilled student) and print the tables."""
     from compression.finetune import finetune
+    from compression.packaging import check_output_dir
 
     start = time.perf_counter()
     cfg = finetune_command.config_from_args(args)
+    student = STUDENT_PRESETS.get(args.preset)
+    check_output_dir(cfg.output_dir)  # before hours of training, not after
+    if student and not args.no_student:
+        check_output_dir(student_dir(Path(cfg.output_dir)))
     data = data_from_args(args)
     if args.reuse and (Path(cfg.output_dir) / "model.safetensors").is_file():
         logger.info("reusing trained weights in %s", cfg.output_dir)
@@ -47,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
         finetune(cfg, data)
     finish_package(cfg.output_dir, data, num_threads=cfg.num_threads or 0, **quant_settings(args))
     built = [Path(cfg.output_dir)]
-    student = STUDENT_PRESETS.get(args.preset)
     if student and not args.no_student:
         built += build_student(Path(cfg.output_dir), student, args, data, cfg.num_threads)
     logger.info(
@@ -59,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def student_dir(teacher_dir: Path) -> Path:
+    """Where a preset's student goes: beside its teacher."""
+    return teacher_dir.parent / "student"
+
+
 def build_student(
     teacher_dir: Path, preset: dict, args: argparse.Namespace, data: ClincData, num_threads: int | None
 ) -> list[Path]:
@@ -68,7 +77,7 @@ def build_student(
     recipe = {k: v for k, v in preset.items() if k not in ("baseline", "embedding_bits")}
     cfg = DistillConfig(
         teacher_dir=teacher_dir,
-        output_dir=teacher_dir.parent / "student",
+        output_dir=student_dir(teacher_dir),
         name="student",
         num_threads=num_threads,
         **recipe,

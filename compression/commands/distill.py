@@ -131,8 +131,11 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
 def run(args: argparse.Namespace) -> int:
     """Distill (after an optional search), then finish each package unless --no-finish."""
     from compression.commands.finish import finish_package
+    from compression.packaging import check_output_dir
 
     cfg = config_from_args(args)
+    for out in [cfg.output_dir, *([Path(f"{cfg.output_dir}-nokd")] if args.baseline else [])]:
+        check_output_dir(out)  # before hours of training, not after
     data = data_from_args(args)
     for package in distill_student(cfg, data, args.trials, args.trial_fraction, args.baseline):
         if not args.no_finish:

@@ -50,6 +50,9 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 def run(args: argparse.Namespace) -> int:
     """Fine-tune one package."""
     from compression.finetune import finetune
+    from compression.packaging import check_output_dir
 
-    finetune(config_from_args(args), data_from_args(args))
+    cfg = config_from_args(args)
+    check_output_dir(cfg.output_dir)  # before hours of training, not after
+    finetune(cfg, data_from_args(args))
     return 0

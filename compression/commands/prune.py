@@ -92,6 +92,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
 def run(args: argparse.Namespace) -> int:
     """Prune one package and save it, then finish it unless --no-finish."""
     from compression.commands.finish import finish_package
+    from compression.packaging import check_output_dir
     from compression.prune import prune
 
     data = data_from_args(args)
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.distill_from is not None and not (Path(args.distill_from) / "manifest.json").is_file():
         raise SystemExit(f"prune: no teacher package at {args.distill_from} (--distill-from)")
     cfg = config_from_args(args)
+    check_output_dir(cfg.output_dir)  # before the pruning run, not after
     try:
         cfg.validate()
     except ValueError as exc:

@@ -1,0 +1,66 @@
+"""A package's output folder is replaced when the package is written: no command may replace anything else."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compression.cli import main
+from compression.packaging import OutputDirError, check_output_dir
+
+
+@pytest.fixture
+def workspace(tiny_package: Path, tmp_path: Path) -> Path:
+    """A folder of packages and notes, the kind a user points --output-dir at by mistake."""
+    ws = tmp_path / "artifacts"
+    shutil.copytree(tiny_package, ws / "teacher")
+    (ws / "notes.txt").write_text("keep me")
+    return ws
+
+
+def intact(ws: Path) -> bool:
+    """The workspace as the fixture made it."""
+    return (ws / "notes.txt").read_text() == "keep me" and (ws / "teacher" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["distill", "--output-dir", "{ws}"],
+        ["distill", "--output-dir", "{ws}/student", "--baseline"],  # its alpha = 1 twin goes to {ws}/student-nokd
+        ["finetune", "--output-dir", "{ws}"],
+        ["build", "--preset", "quick", "--output-dir", "{ws}"],
+        ["prune", "--model", "{ws}/teacher", "--output-dir", "{ws}"],
+        ["ship", "--package", "{ws}/teacher", "--output-dir", "{ws}"],
+    ],
+    ids=["distill", "distill-baseline", "finetune", "build", "prune", "ship"],
+)
+def test_no_command_writes_a_package_over_a_folder_that_is_not_one(workspace: Path, argv: list[str]) -> None:
+    (workspace / "student-nokd").mkdir()
+    (workspace / "student-nokd" / "results.csv").write_text("a,b\n")
+    args = [a.format(ws=workspace) for a in argv]
+    if args[0] == "distill":
+        args += ["--teacher", str(workspace / "teacher")]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert "not a package" in str(exc.value)
+    assert "choose a new or empty folder" in str(exc.value)
+    assert intact(workspace)
+    assert (workspace / "student-nokd" / "results.csv").is_file()
+
+
+def test_absent_empty_and_package_folders_may_be_written(workspace: Path, tmp_path: Path) -> None:
+    check_output_dir(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty")
+    check_output_dir(workspace / "teacher")  # a package: rebuilding it replaces it
+    with pytest.raises(OutputDirError, match=r"folders \(teacher\)"):
+        check_output_dir(workspace)
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(OutputDirError, match=r"files and no manifest\.json"):
+        check_output_dir(tmp_path / "loose")
+    with pytest.raises(OutputDirError, match="is a file"):
+        check_output_dir(workspace / "notes.txt")
