@@ -8,6 +8,9 @@ how much of it the service reaches. Each configuration is measured with the same
 w workers for the service, w noop processes sharing the port (SO_REUSEPORT, as the service's workers
 do) and w model-alone processes running at once.
 
+At c=1 the model is also timed paced: idle for F's p50 before each call, as a lone client leaves it between
+requests (an idle model answers slower than one called back to back). F + that p50 is the paced floor.
+
 Every server is started once and kept up; within a round the levels alternate F, service, F,
 service ..., then M; `--rounds` repeats that and the figures are the median over rounds, so slow
 drift of the machine hits all three alike.
@@ -64,10 +67,12 @@ PROFILE_TOP = 25
 # ------------------------------------------------------------------------------------- model alone
 
 
-def model_alone(package: Path, backend: str, threads: int, bodies: Path, seconds: float) -> dict:
+def model_alone(package: Path, backend: str, threads: int, bodies: Path, seconds: float, gap_s: float = 0.0) -> dict:
     """Closed loop over the bodies' texts, batch 1, in this process: queries/s and latency percentiles.
 
-    Prints `ready` once loaded and waits for a line on stdin, so that several processes start together.
+    With `gap_s`, the model sits idle that long before each call (timed without the gap): the pace a lone client
+    sets, whose requests leave the model idle while their HTTP work is done. Prints `ready` once loaded and waits
+    for a line on stdin, so that several processes start together.
     """
     from app.backends.base import load_backend
 
@@ -80,7 +85,10 @@ def model_alone(package: Path, backend: str, threads: int, bodies: Path, seconds
     t0 = time.perf_counter()
     end = t0 + seconds
     i = 0
-    while (t := time.perf_counter()) < end:
+    while time.perf_counter() < end:
+        if gap_s:
+            time.sleep(gap_s)
+        t = time.perf_counter()
         model.predict_logits([texts[i % len(texts)]])
         latencies.append(time.perf_counter() - t)
         i += 1
@@ -94,11 +102,11 @@ def model_alone(package: Path, backend: str, threads: int, bodies: Path, seconds
     }
 
 
-def run_model_alone(args: argparse.Namespace, workers: int, bodies: Path) -> dict[str, Any]:
+def run_model_alone(args: argparse.Namespace, workers: int, bodies: Path, gap_s: float = 0.0) -> dict[str, Any]:
     """M for `workers` processes at once: their summed queries/s, the median process's p50 and mean."""
     argv = [sys.executable, str(Path(__file__).resolve()), "model-alone", "--package", str(args.package),
             "--backend", args.backend, "--num-threads", str(args.num_threads), "--bodies", str(bodies),
-            "--duration", str(args.duration)]  # fmt: skip
+            "--duration", str(args.duration), "--gap", repr(gap_s)]  # fmt: skip
     procs = [
         subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         for _ in range(workers)
@@ -262,6 +270,7 @@ def summarize(workers: int, level: int, runs: dict[str, list[dict]], model: list
         "noop_p50_ms": med("noop", "p50_ms"),
         "model_qps": statistics.median(m["qps"] for m in model),
         "model_p50_ms": statistics.median(m["p50_ms"] for m in model),
+        "paced_model_p50_ms": med("paced_model", "p50_ms"),
         "rps": med("service", "rps"),
         "p50_ms": med("service", "p50_ms"),
         "p99_ms": med("service", "p99_ms"),
@@ -273,6 +282,7 @@ def summarize(workers: int, level: int, runs: dict[str, list[dict]], model: list
     row["efficiency"] = row["rps"] / row["limit_rps"]
     row["p99_over_mean"] = row["p99_ms"] / row["mean_ms"] if row["mean_ms"] else float("nan")
     row["floor_p50_ms"] = row["noop_p50_ms"] + row["model_p50_ms"]
+    row["paced_floor_p50_ms"] = row["noop_p50_ms"] + row["paced_model_p50_ms"]
     if "peer" in runs:
         row["peer_rps"] = med("peer", "rps")
         row["peer_p99_ms"] = med("peer", "p99_ms")
@@ -314,6 +324,13 @@ def measure(args: argparse.Namespace, workers: int, bodies: dict[str, Path], log
                 f"[{workers}w r{round_ + 1}] model   {model[-1]['qps']:9.1f} q/s  p50 {model[-1]['p50_ms']:.2f} ms",
                 flush=True,
             )
+            if 1 in args.levels:
+                # A lone client's requests leave the model idle at least an empty request's time between calls.
+                gap_s = runs[1]["noop"][-1]["p50_ms"] / 1e3
+                paced = run_model_alone(args, workers, bodies["ours"], gap_s)
+                runs[1].setdefault("paced_model", []).append(paced)
+                print(f"[{workers}w r{round_ + 1}] model, {1e3 * gap_s:.2f} ms idle before each call: "
+                      f"p50 {paced['p50_ms']:.2f} ms", flush=True)  # fmt: skip
         if args.profile and workers == args.workers[0]:
             profile = profile_service(proc, service_url, bodies["ours"], args)
     return [summarize(workers, level, runs[level], model) for level in args.levels], profile
@@ -339,7 +356,7 @@ def peer_server(args: argparse.Namespace, logs: Path) -> Iterator[str]:
 def table(rows: list[dict[str, Any]], markdown: bool) -> str:
     """Workers, level, F, M, L, service, E, latencies; the peer's req/s when measured."""
     head = ["workers", "conc.", "F req/s", "M q/s", "L req/s", "service req/s", "E", "p50 ms", "p99 ms", "mean ms",
-            "p99/mean", "F+M p50 ms"]  # fmt: skip
+            "p99/mean", "F+M p50 ms", "F+M paced p50 ms"]  # fmt: skip
     peer = any("peer_rps" in r for r in rows)
     if peer:
         head += ["infinity req/s", "x infinity"]
@@ -347,7 +364,8 @@ def table(rows: list[dict[str, Any]], markdown: bool) -> str:
     for r in rows:
         cells = [str(r["workers"]), str(r["concurrency"]), fmt(r["noop_rps"], 0), fmt(r["model_qps"], 0),
                  fmt(r["limit_rps"], 0), fmt(r["rps"], 0), fmt(r["efficiency"], 2), fmt(r["p50_ms"], 2),
-                 fmt(r["p99_ms"], 2), fmt(r["mean_ms"], 2), fmt(r["p99_over_mean"], 2), fmt(r["floor_p50_ms"], 2)]  # fmt: skip
+                 fmt(r["p99_ms"], 2), fmt(r["mean_ms"], 2), fmt(r["p99_over_mean"], 2), fmt(r["floor_p50_ms"], 2),
+                 fmt(r["paced_floor_p50_ms"], 2)]  # fmt: skip
         if peer:
             cells += [fmt(r.get("peer_rps"), 0), fmt(r.get("vs_peer"), 1)]
         body.append(cells)
@@ -370,7 +388,8 @@ def write_reports(out: Path, meta: dict[str, Any], rows: list[dict], profile: st
         f"median of {meta['rounds']} alternated rounds.",
         "",
         "F: do-nothing FastAPI endpoint; M: the model alone (batch 1, same queries); L = 1/(1/F + 1/M);",
-        "E = service / L. F+M p50: the empty endpoint's p50 plus the model's own p50 (the floor at c=1).",
+        "E = service / L. F+M p50: the empty endpoint's p50 plus the model's own p50, back to back (the floor at c=1).",
+        "F+M paced: the same with the model idle for F's p50 before each call, the pace a lone client sets (c=1 only).",
         "",
         table(rows, markdown=True),
         "",
@@ -402,6 +421,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CLINC150 oos-eval JSON")
     p.add_argument("--queries", type=int, default=2000, help="distinct request bodies to cycle through")
     p.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)  # model-alone: the load's bodies
+    p.add_argument("--gap", type=float, default=0.0, help=argparse.SUPPRESS)  # model-alone: idle s before each call
     p.add_argument("--request-timeout", type=int, default=30)
     p.add_argument("--ready-timeout", type=float, default=300.0)
     p.add_argument("--out", type=Path, default=ROOT / "reports")
@@ -422,7 +442,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode == "model-alone":
-        print(json.dumps(model_alone(args.package, args.backend, args.num_threads, args.bodies, args.duration)))
+        print(
+            json.dumps(model_alone(args.package, args.backend, args.num_threads, args.bodies, args.duration, args.gap))
+        )
         return 0
     logs = args.out / "bench_limit_logs"
     logs.mkdir(parents=True, exist_ok=True)

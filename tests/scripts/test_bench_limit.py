@@ -54,7 +54,10 @@ def test_summarize_takes_medians_over_rounds_and_states_e() -> None:
     assert row["efficiency"] == pytest.approx(800 / row["limit_rps"])
     assert row["p99_over_mean"] == pytest.approx(3.0)
     assert row["floor_p50_ms"] == pytest.approx(3.0)
+    assert math.isnan(row["paced_floor_p50_ms"])  # measured at c=1 only
     assert row["vs_peer"] == pytest.approx(10.0)
+    runs["paced_model"] = [{"p50_ms": 1.5}, {"p50_ms": 1.3}, {"p50_ms": 1.4}]
+    assert summarize(1, 1, runs, model)["paced_floor_p50_ms"] == pytest.approx(2.0 + 1.4)
 
 
 def test_model_alone_runs_the_packages_backend_in_parallel_processes(fake_package: Path, tmp_path: Path) -> None:
@@ -64,5 +67,9 @@ def test_model_alone_runs_the_packages_backend_in_parallel_processes(fake_packag
     result = run_model_alone(args, 2, bodies)
     assert result["qps"] > 100  # two processes, each a closed loop for 1 s over a weight-free backend
     assert 0 < result["p50_ms"] < 50
+    # Paced: 20 ms idle before each call, not counted in its latency.
+    paced = run_model_alone(args, 1, bodies, gap_s=0.02)
+    assert 10 < paced["qps"] < 50
+    assert paced["p50_ms"] < 10
     with pytest.raises(RuntimeError, match="before it was ready"):
         run_model_alone(SimpleNamespace(**{**vars(args), "backend": "no-such-backend"}), 1, bodies)
