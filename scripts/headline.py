@@ -1,7 +1,7 @@
 """The headline table: the book's chapter 8 figures beside this project's, from reports/benchmark.json.
 
     python scripts/headline.py [--benchmark reports/benchmark.json] [--output reports/headline.md]
-        [--rows mpnet-teacher/torch student-l6/onnx-int8 student-l3/onnx-int8]
+        [--rows mpnet-teacher/torch student-mpnet-l6/onnx-int8 clinc150-minilm/onnx-int8 student-l3/onnx-int8]
 
 The book ("Natural Language Processing with Transformers", chapter 8) compresses a fine-tuned BERT-base on
 CLINC150 into a distilled, ORT-quantized student. Ratios are each row's against its own baseline row
@@ -69,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rows",
         nargs="+",
-        default=["mpnet-teacher/torch", "student-l6/onnx-int8", "student-l3/onnx-int8"],
+        default=[
+            "mpnet-teacher/torch",
+            "student-mpnet-l6/onnx-int8",
+            "clinc150-minilm/onnx-int8",
+            "student-l3/onnx-int8",
+        ],
         help="benchmark rows (package/backend), the baseline first",
     )
     args = p.parse_args(argv)
