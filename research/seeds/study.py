@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.decision import DEFAULT_OOS_LABEL
 from compression.config import STUDENT_PRESETS
 from research.seeds.jobs import run_parallel
 from research.seeds.report import format_report
@@ -53,7 +54,7 @@ class SeedStudyConfig:
     num_threads: int | None = None
     data: str | None = None
     # The other global options the runs must share with the study (the data's oos label and domains).
-    oos_label: str | None = None
+    oos_label: str = DEFAULT_OOS_LABEL
     domains: Path | None = None
     confidence: float = 0.95
     # Also (re)write seeds.json / seeds.md here after every run (e.g. a folder a remote run brings back).
