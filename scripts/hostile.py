@@ -377,9 +377,9 @@ async def check_flood(args: argparse.Namespace, kind: str) -> tuple[dict, list]:
         sampler.cancel()
         # The control: the same attacker floods a stand-in server instead. On a machine where the attacker, the
         # ordinary clients and the service share the cores, this is what the attacker's own CPU costs them.
-        control, decoy = None, free_port()
+        control = None
         if args.control:
-            limits = Settings()
+            limits, decoy = Settings(), free_port()
             work = asyncio.gather(
                 in_process("sink", decoy, args.duration + 5, limits.max_header_bytes, limits.max_pipelined),
                 in_process("flood", decoy, args.duration, start, chunk * 16),

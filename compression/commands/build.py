@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from compression.commands import finetune as finetune_command
 from compression.commands.common import add_quant_args, data_from_args, quant_settings
-from compression.commands.distill import distill_student
+from compression.commands.distill import distill_student, output_dirs
 from compression.commands.finish import finish_package
 from compression.config import STUDENT_PRESETS
 
@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     student = STUDENT_PRESETS.get(args.preset)
     check_output_dir(cfg.output_dir)  # before hours of training, not after
     if student and not args.no_student:
-        check_output_dir(student_dir(Path(cfg.output_dir)))
+        for out in output_dirs(student_dir(Path(cfg.output_dir)), student.get("baseline", False)):
+            check_output_dir(out)
     data = data_from_args(args)
     if args.reuse and (Path(cfg.output_dir) / "model.safetensors").is_file():
         logger.info("reusing trained weights in %s", cfg.output_dir)

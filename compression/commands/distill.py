@@ -134,13 +134,18 @@ def run(args: argparse.Namespace) -> int:
     from compression.packaging import check_output_dir
 
     cfg = config_from_args(args)
-    for out in [cfg.output_dir, *([Path(f"{cfg.output_dir}-nokd")] if args.baseline else [])]:
+    for out in output_dirs(cfg.output_dir, args.baseline):
         check_output_dir(out)  # before hours of training, not after
     data = data_from_args(args)
     for package in distill_student(cfg, data, args.trials, args.trial_fraction, args.baseline):
         if not args.no_finish:
             finish_package(package, data, num_threads=args.num_threads or 0, **quant_settings(args))
     return 0
+
+
+def output_dirs(output_dir: Path, baseline: bool) -> list[Path]:
+    """The student's package folder, and its alpha = 1 twin's (`<output>-nokd`) with a baseline."""
+    return [Path(output_dir), *([Path(f"{output_dir}-nokd")] if baseline else [])]
 
 
 def distill_student(
@@ -170,7 +175,7 @@ def distill_student(
         nokd = replace(
             cfg,
             alpha=1.0,
-            output_dir=Path(f"{cfg.output_dir}-nokd"),
+            output_dir=output_dirs(cfg.output_dir, True)[1],
             name=f"{cfg.name}-nokd",
             extra_source={"baseline_of": cfg.name},
         )

@@ -32,14 +32,17 @@ def intact(ws: Path) -> bool:
         ["distill", "--output-dir", "{ws}/student", "--baseline"],  # its alpha = 1 twin goes to {ws}/student-nokd
         ["finetune", "--output-dir", "{ws}"],
         ["build", "--preset", "quick", "--output-dir", "{ws}"],
+        # full builds a student and its alpha = 1 twin beside the teacher: {ws}/student and {ws}/student-nokd
+        ["build", "--preset", "full", "--output-dir", "{ws}/teacher2", "--max-train-samples", "8", "--epochs", "0.01"],
         ["prune", "--model", "{ws}/teacher", "--output-dir", "{ws}"],
         ["ship", "--package", "{ws}/teacher", "--output-dir", "{ws}"],
     ],
-    ids=["distill", "distill-baseline", "finetune", "build", "prune", "ship"],
+    ids=["distill", "distill-baseline", "finetune", "build", "build-student-baseline", "prune", "ship"],
 )
 def test_no_command_writes_a_package_over_a_folder_that_is_not_one(workspace: Path, argv: list[str]) -> None:
     (workspace / "student-nokd").mkdir()
     (workspace / "student-nokd" / "results.csv").write_text("a,b\n")
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
     args = [a.format(ws=workspace) for a in argv]
     if args[0] == "distill":
         args += ["--teacher", str(workspace / "teacher")]
@@ -48,6 +51,7 @@ def test_no_command_writes_a_package_over_a_folder_that_is_not_one(workspace: Pa
     assert "not a package" in str(exc.value)
     assert "choose a new or empty folder" in str(exc.value)
     assert intact(workspace)
+    assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before  # refused before any work
     assert (workspace / "student-nokd" / "results.csv").is_file()
 
 
