@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import statistics
@@ -376,9 +377,21 @@ def table(rows: list[dict[str, Any]], markdown: bool) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *body])
 
 
+def json_ready(value: Any) -> Any:
+    """The value with every NaN (a figure not measured at that level) as None: strict JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def write_reports(out: Path, meta: dict[str, Any], rows: list[dict], profile: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_limit.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    report = json.dumps(json_ready({"meta": meta, "results": rows}), indent=2, allow_nan=False)
+    (out / "bench_limit.json").write_text(report + "\n")
     lines = [
         "# Serving at the model's limit",
         "",

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from scripts.bench_limit import fold, limit, profile_table, run_model_alone, summarize
+from scripts.bench_limit import fold, limit, profile_table, run_model_alone, summarize, write_reports
 
 RAW = "\n".join(
     [
@@ -58,6 +58,28 @@ def test_summarize_takes_medians_over_rounds_and_states_e() -> None:
     assert row["vs_peer"] == pytest.approx(10.0)
     runs["paced_model"] = [{"p50_ms": 1.5}, {"p50_ms": 1.3}, {"p50_ms": 1.4}]
     assert summarize(1, 1, runs, model)["paced_floor_p50_ms"] == pytest.approx(2.0 + 1.4)
+
+
+def test_reports_are_strict_json_with_unmeasured_figures_as_null(tmp_path: Path) -> None:
+    def run(rps: float) -> dict:
+        return {"rps": rps, "p50_ms": 2.0, "p99_ms": 9.0, "mean_ms": 3.0, "errors": 0}
+
+    model = [{"qps": 1000.0, "p50_ms": 1.0}]
+    c1 = {"noop": [run(5000)], "service": [run(400)], "paced_model": [{"p50_ms": 1.4}]}
+    c32 = {"noop": [run(5000)], "service": [run(800)]}  # no paced run beyond c=1
+    rows = [summarize(1, 1, c1, model), summarize(1, 32, c32, model)]
+    meta = {k: "x" for k in ("date", "commit", "cpu", "cpu_count", "package", "backend", "num_threads")}
+    write_reports(tmp_path, {**meta, "duration_s": 1, "rounds": 1}, rows, "")
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} in the JSON report")
+
+    report = json.loads((tmp_path / "bench_limit.json").read_text(), parse_constant=no_constants)
+    got = report["results"]
+    assert got[0]["paced_floor_p50_ms"] == pytest.approx(2.0 + 1.4)
+    assert got[1]["paced_floor_p50_ms"] is None
+    assert got[1]["efficiency"] == pytest.approx(800 / limit(5000, 1000))
+    assert "| 32 |" in (tmp_path / "bench_limit.md").read_text()
 
 
 def test_model_alone_runs_the_packages_backend_in_parallel_processes(fake_package: Path, tmp_path: Path) -> None:
