@@ -3,7 +3,8 @@
 Calibration picks one threshold on validation. When a package misses an in-scope accuracy target on test,
 the question is whether a better threshold could have met it (a calibration gap) or whether no threshold
 can (a model gap). For each oos score this module finds, exactly, the highest oos recall reachable while
-in-scope accuracy stays at or above a floor, by scanning every distinct threshold of that split. Run on
+in-scope accuracy stays at or above a floor, and the highest overall accuracy reachable while both in-scope
+accuracy and oos recall stay at or above their floors, by scanning every distinct threshold of that split. Run on
 test it is an oracle: a diagnostic for reports, never a way to choose a rule (`compression calibrate`
 chooses on validation).
 """
@@ -48,6 +49,7 @@ class FrontierPoint:
     oos_recall: float | None
     in_scope_accuracy: float | None
     threshold: float | None
+    accuracy: float | None = None  # overall: in-scope queries answered right and oos queries refused
 
 
 @dataclass
@@ -62,16 +64,29 @@ class FrontierRow:
     rule: dict[str, float]
     rule_name: str
     points: list[FrontierPoint] = field(default_factory=list)
+    # Per score, the best overall accuracy with in-scope >= the floor and oos recall >= the config's target.
+    accuracy_points: list[FrontierPoint] = field(default_factory=list)
 
 
-def best_recall_at(
-    logits: np.ndarray, gold: list[str], manifest: Manifest, min_in_scope: float, score: OosScore
-) -> FrontierPoint:
-    """Exact maximum oos recall over all thresholds of `score` that keep in-scope accuracy >= `min_in_scope`."""
+@dataclass
+class _Sweep:
+    """Every cut of one score on one split: refusing the k lowest-scoring answered queries, k = 0..n."""
+
+    thresholds: np.ndarray
+    valid: np.ndarray  # a threshold exists that refuses exactly those k (no tie straddles the cut)
+    in_scope: np.ndarray
+    recall: np.ndarray
+    n_in: int
+    n_oos: int
+    last: float  # the highest score (the cut that refuses every answered query sits above it)
+
+
+def _sweep(logits: np.ndarray, gold: list[str], manifest: Manifest, score: OosScore) -> _Sweep:
+    """In-scope accuracy and oos recall at every distinct threshold of `score`."""
     # A query is refused when its arg-max is the oos label (no threshold changes that) or its score is under
     # the threshold. Raising the threshold refuses the lowest-scoring answered queries first, so in-scope
-    # accuracy can only fall and oos recall only rise: the best point is the highest threshold that still
-    # meets the floor. Cuts fall only between distinct score values, as the service's `<` rule does.
+    # accuracy can only fall and oos recall only rise. Cuts fall only between distinct score values, as the
+    # service's `<` rule does.
     label2id = {label: i for i, label in enumerate(manifest.labels)}
     oos = label2id[manifest.oos_label]
     y = np.asarray([label2id[g] for g in gold])
@@ -86,7 +101,6 @@ def best_recall_at(
     ev = evidence[order]
     correct = ((best == y) & ~is_oos)[answered][order]
     caught = is_oos[answered][order]
-    # Refusing the k lowest answered queries, k = 0..n: correct answers lost and oos queries caught.
     lost = np.concatenate([[0], np.cumsum(correct)])
     gained = np.concatenate([[0], np.cumsum(caught)])
     n = len(ev)
@@ -97,12 +111,44 @@ def best_recall_at(
         valid[1:n] = ev[:-1] < ev[1:]
     in_scope = (int(correct.sum()) - lost) / n_in
     recall = ((~answered & is_oos).sum() + gained) / n_oos
-    ok = valid & (in_scope >= min_in_scope - 1e-12)
+    return _Sweep(thresholds, valid, in_scope, recall, n_in, n_oos, float(ev[-1]) if n else 0.0)
+
+
+def _point(sw: _Sweep, k: int, score: str) -> FrontierPoint:
+    """The figures of cut k, with the threshold the service's rule needs to make it."""
+    threshold = float(sw.thresholds[k]) if k < len(sw.thresholds) - 1 else sw.last + 1.0
+    accuracy = (sw.in_scope[k] * sw.n_in + sw.recall[k] * sw.n_oos) / (sw.n_in + sw.n_oos)
+    return FrontierPoint(score, float(sw.recall[k]), float(sw.in_scope[k]), threshold, float(accuracy))
+
+
+def best_recall_at(
+    logits: np.ndarray, gold: list[str], manifest: Manifest, min_in_scope: float, score: OosScore
+) -> FrontierPoint:
+    """Exact maximum oos recall over all thresholds of `score` that keep in-scope accuracy >= `min_in_scope`."""
+    sw = _sweep(logits, gold, manifest, score)
+    ok = sw.valid & (sw.in_scope >= min_in_scope - 1e-12)
     if not ok.any():
         return FrontierPoint(score, None, None, None)
-    k = int(np.flatnonzero(ok).max())  # recall is non-decreasing in k
-    threshold = float(thresholds[k]) if k < n else float(ev[-1]) + 1.0
-    return FrontierPoint(score, float(recall[k]), float(in_scope[k]), threshold)
+    return _point(sw, int(np.flatnonzero(ok).max()), score)  # recall is non-decreasing in k
+
+
+def best_accuracy_at(
+    logits: np.ndarray,
+    gold: list[str],
+    manifest: Manifest,
+    min_in_scope: float,
+    min_oos_recall: float,
+    score: OosScore,
+) -> FrontierPoint:
+    """Exact maximum overall accuracy over thresholds of `score` meeting both the in-scope and oos recall floors."""
+    # Accuracy is not monotone in the threshold (each cut trades answers for catches), so every cut is checked.
+    sw = _sweep(logits, gold, manifest, score)
+    ok = sw.valid & (sw.in_scope >= min_in_scope - 1e-12) & (sw.recall >= min_oos_recall - 1e-12)
+    if not ok.any():
+        return FrontierPoint(score, None, None, None)
+    accuracy = sw.in_scope * sw.n_in + sw.recall * sw.n_oos
+    k = int(np.flatnonzero(ok)[np.argmax(accuracy[ok])])
+    return _point(sw, k, score)
 
 
 def frontier_rows(
@@ -118,7 +164,10 @@ def frontier_rows(
     rows = []
     for floor in cfg.min_in_scope:
         points = [best_recall_at(logits, split.labels, manifest, floor, s) for s in cfg.scores]
-        rows.append(FrontierRow(manifest.name, backend, split_name, floor, argmax_in_scope, rule, rule_name, points))
+        best = [best_accuracy_at(logits, split.labels, manifest, floor, cfg.min_oos_recall, s) for s in cfg.scores]
+        rows.append(
+            FrontierRow(manifest.name, backend, split_name, floor, argmax_in_scope, rule, rule_name, points, best)
+        )
     return rows
 
 
@@ -151,7 +200,7 @@ def format_frontier(rows: list[FrontierRow], cfg: FrontierConfig) -> str:
     target = cfg.min_oos_recall
     head = ["package", "backend", "split", "arg-max in-scope", "own rule", "rule in-scope", "rule oos recall"]
     head += ["in-scope floor"] + [f"best oos recall at the floor ({s})" for s in cfg.scores]
-    head += [f"floor and oos recall >= {target:g} reachable"]
+    head += [f"floor and oos recall >= {target:g} reachable", "best accuracy there (score)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.package, r.backend, r.split, f"{r.argmax_in_scope:.4f}", r.rule_name]
@@ -159,5 +208,8 @@ def format_frontier(rows: list[FrontierRow], cfg: FrontierConfig) -> str:
         cells += ["unreachable" if p.oos_recall is None else f"{p.oos_recall:.3f}" for p in r.points]
         reachable = any(p.oos_recall is not None and p.oos_recall >= target - 1e-12 for p in r.points)
         cells.append("yes" if reachable else "no")
+        found = [p for p in r.accuracy_points if p.accuracy is not None]
+        top = max(found, key=lambda p: p.accuracy or 0.0) if found else None
+        cells.append(f"{top.accuracy:.4f} ({top.score})" if top else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -13,7 +13,14 @@ from app.package import Manifest, read_manifest
 from compression.data import load_clinc
 from compression.evaluate import scores
 from research.cli import main
-from research.frontier import FrontierConfig, best_recall_at, format_frontier, frontier_rows, run_frontier
+from research.frontier import (
+    FrontierConfig,
+    best_accuracy_at,
+    best_recall_at,
+    format_frontier,
+    frontier_rows,
+    run_frontier,
+)
 
 MANIFEST = Manifest(name="m", labels=["a", "b", "oos"])
 
@@ -48,6 +55,29 @@ def test_best_recall_by_hand(floor: float, recall: float, in_scope: float, thres
     assert p.oos_recall == pytest.approx(recall)
     assert p.in_scope_accuracy == pytest.approx(in_scope)
     assert p.threshold == pytest.approx(threshold, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("floor", "min_recall", "accuracy", "threshold"),
+    [
+        # Refusing 0.45 gives 4 right + 2 caught; refusing up to 0.52 or 0.55 ties it; the first cut is returned.
+        (0.6, 0.5, 6 / 9, 0.5),
+        (0.6, 0.75, 6 / 9, 0.55),  # recall 0.75 needs 0.52 refused, which costs the right 0.5 answer
+        (0.4, 1.0, 6 / 9, 0.8),  # all four oos: 0.6 and 0.5 given up
+        (0.8, 0.75, None, None),  # at in-scope 0.8 at most two oos queries are caught
+    ],
+)
+def test_best_accuracy_by_hand(
+    floor: float, min_recall: float, accuracy: float | None, threshold: float | None
+) -> None:
+    p = best_accuracy_at(probs(HAND_ROWS), HAND_GOLD, MANIFEST, floor, min_recall, "msp")
+    if accuracy is None:
+        assert (p.accuracy, p.oos_recall, p.threshold) == (None, None, None)
+        return
+    assert p.accuracy == pytest.approx(accuracy)
+    assert p.threshold == pytest.approx(threshold, abs=1e-6)
+    assert p.in_scope_accuracy >= floor
+    assert p.oos_recall >= min_recall
 
 
 def test_floor_above_the_argmax_ceiling_is_unreachable() -> None:
@@ -86,6 +116,30 @@ def test_best_recall_matches_a_brute_force_scan(score: str, floor: float) -> Non
     assert again["oos_recall"] == pytest.approx(p.oos_recall)
     assert again["in_scope_accuracy"] == pytest.approx(p.in_scope_accuracy)
     assert p.in_scope_accuracy >= floor
+    assert p.accuracy == pytest.approx(again["accuracy"])
+
+
+@pytest.mark.parametrize("score", OOS_SCORES)
+@pytest.mark.parametrize(("floor", "min_recall"), [(0.0, 0.0), (0.5, 0.3), (0.6, 0.2), (0.4, 0.6)])
+def test_best_accuracy_matches_a_brute_force_scan(score: str, floor: float, min_recall: float) -> None:
+    rng = np.random.default_rng(11)
+    gold_ids = rng.integers(0, 3, 400)
+    logits = np.round(rng.normal(0.0, 1.0, (400, 3)) + 1.5 * np.eye(3)[gold_ids], 1).astype(np.float32)
+    gold = [MANIFEST.labels[i] for i in gold_ids]
+    values = oos_score(logits, 2, score)  # type: ignore[arg-type]
+    best = None
+    for t in [-np.inf, *np.unique(values).tolist(), float(values.max()) + 1.0]:
+        s = scores(logits, gold, MANIFEST, float(t), score)  # type: ignore[arg-type]
+        meets = s["in_scope_accuracy"] >= floor and s["oos_recall"] >= min_recall
+        if meets and (best is None or s["accuracy"] > best["accuracy"]):
+            best = s
+    p = best_accuracy_at(logits, gold, MANIFEST, floor, min_recall, score)  # type: ignore[arg-type]
+    assert best is not None  # every case here is reachable; the hand test covers the unreachable one
+    assert p.accuracy == pytest.approx(best["accuracy"])
+    again = scores(logits, gold, MANIFEST, p.threshold, score)  # type: ignore[arg-type]
+    assert again["accuracy"] == pytest.approx(p.accuracy)
+    assert again["in_scope_accuracy"] >= floor
+    assert again["oos_recall"] >= min_recall
 
 
 def test_table_has_one_row_per_floor_and_marks_reachable_targets() -> None:
@@ -105,9 +159,9 @@ def test_table_has_one_row_per_floor_and_marks_reachable_targets() -> None:
     assert "in-scope floor" in table[0]
     assert "best oos recall at the floor (msp)" in table[0]
     assert len(table) == 2 + 3
-    assert table[2].endswith("| 0.9 | unreachable | no |")
-    assert table[3].endswith("| 0.6 | 0.750 | yes |")
-    assert table[4].endswith("| 0.4 | 1.000 | yes |")
+    assert table[2].endswith("| 0.9 | unreachable | no | – |")
+    assert table[3].endswith("| 0.6 | 0.750 | yes | 0.6667 (msp) |")
+    assert table[4].endswith("| 0.4 | 1.000 | yes | 0.6667 (msp) |")
 
 
 @pytest.mark.parametrize("floors", [(), (0.9, 0.0), (1.2,)])
@@ -135,7 +189,7 @@ def test_cli_frontier_on_the_tiny_package(tiny_package: Path, clinc_json: Path, 
         "rule oos recall",
         "in-scope floor",
     ]
-    assert len(cells) == len(header) == 12
+    assert len(cells) == len(header) == 13
     # The rule columns are the evaluation's figures for the same backend and split.
     manifest = read_manifest(tiny_package)
     test = load_clinc(str(clinc_json)).test
