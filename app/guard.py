@@ -72,7 +72,9 @@ class _RateLimitedWarning:
 _warn_connections = _RateLimitedWarning("connection limit reached (%d open): refusing new connections with 503")
 _warn_headers = _RateLimitedWarning("refused a request head over the limit (%s): 431")
 _warn_timeout = _RateLimitedWarning("closed a connection that did not send its request in time (%s)")
-_warn_pipeline = _RateLimitedWarning("a connection pipelined more than %d requests: closing it after answering them")
+_warn_pipeline = _RateLimitedWarning(
+    "a connection pipelined more than %d requests: closing it after the request in progress, dropping the rest"
+)
 
 
 class _RefuseError(Exception):
@@ -112,7 +114,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.header_count = 0
         self.received_any = False
         self.read_timer: asyncio.TimerHandle | None = None
-        self.discarding = False  # input is no longer parsed: the connection closes after its queued answers
+        self.discarding = False  # input is no longer parsed: the connection closes after the answer in progress
+        self.running: Any = None  # the request cycle whose ASGI task runs (queued ones wait in self.pipeline)
         self.refusal: tuple[int, str, str] | None = None  # set by a callback that raised _Refuse
 
     # Connection lifecycle
@@ -210,13 +213,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
-            # Earlier requests on this connection are still being answered: a response now would be taken as
-            # theirs. Read nothing more, answer them, then close (a client resends unanswered requests).
-            self.cycle.keep_alive = False
+            # A request on this connection is still being answered: a response now would be taken as its. Read
+            # nothing more, finish that answer, then close. Requests queued behind it are dropped, not answered:
+            # answering them is the work a pipelining flood wants done (measured: 17 health checks per attacker
+            # connection doubled ordinary clients' p99); a client resends unanswered requests (RFC 9112 9.3.2).
+            self.pipeline.clear()
+            (self.running or self.cycle).keep_alive = False
             self.flow.pause_reading()
             return
         self.transport.write(_error(status, code, message))
         self.transport.close()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """Remember which cycle is being answered (uvicorn only keeps the newest one, which may be queued)."""
+        self.running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def _arm(self, seconds: float) -> None:
         self._disarm()

@@ -49,8 +49,8 @@ class Settings(BaseSettings):
         default=16,
         ge=1,
         le=1024,
-        description="requests queued behind the one being answered on a connection; beyond them the connection "
-        "is closed after answering those",
+        description="requests queued behind the one being answered on a connection; one more and the connection "
+        "is closed once that answer is sent, the queued ones dropped (for the client to resend)",
     )
     header_timeout_s: float = Field(
         default=10.0,
