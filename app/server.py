@@ -244,7 +244,9 @@ def serve_workers(settings: Settings) -> int:
             code = os.waitstatus_to_exitcode(status)
             mark_process_dead(pid, metrics_dir)
             if stopping:
-                exit_code = exit_code or code
+                # A worker still loading its model has no handler yet, so the forwarded SIGTERM ends it at once:
+                # that is the stop that was asked for, not a failure.
+                exit_code = exit_code or (0 if code == -signal.SIGTERM else code)
                 continue
             if code == PACKAGE_ERROR:
                 logger.error("worker pid %d cannot load the package; stopping the others", pid)

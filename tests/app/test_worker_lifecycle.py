@@ -127,3 +127,21 @@ def test_a_dead_worker_is_replaced_and_repeated_crashes_stop_the_service(tiny_pa
     assert "3 worker exits within 60 s (INTENT_WORKER_RESTARTS=2): giving up" in output
     assert not list(tmp_path.glob("intentserve-metrics-*"))
     until(lambda: port_free(port), "the port is still held", log)
+
+
+@pytest.mark.slow
+def test_a_stop_while_the_workers_still_load_is_a_clean_exit(tiny_package: Path, tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "server.log"
+    # Thousands of warm-up runs keep both workers loading (before uvicorn installs its handlers) for seconds.
+    proc = start(tiny_package, port, tmp_path, INTENT_WARMUP_RUNS="20000")
+    try:
+        until(lambda: "serving with 2 workers" in log.read_text(), "the parent forked its workers", log)
+        time.sleep(0.5)
+        assert not worker_pids(log), log.read_text()  # neither worker got as far as serving
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not list(tmp_path.glob("intentserve-metrics-*"))
