@@ -118,7 +118,11 @@ def test_server_cpus_put_the_service_apart_and_the_attacker_in_the_background(
     assert flood["placed"]["attacker"] == {"cpus": usable[1:], "class": "idle"}
     assert flood["control"]["attack"]["placed"] == {"cpus": usable[1:], "class": "idle"}
     assert sorted(os.sched_getaffinity(0)) == usable
-    # Pinned that way the attack still runs and is still refused.
-    assert flood["attack"]["first_status"]["431"] > 0
+    # Pinned that way the attack still runs and is still cut off: the server closes connection after connection
+    # (with a 431, or a reset that discards it before the attacker reads it).
+    attack = flood["attack"]
+    assert set(attack["first_status"]) <= {"431", "no answer"}
+    assert attack["connections"] > 3
+    assert attack["ends"].get("ran out", 0) <= 1
     assert flood["ordinary"]["failed"] == 0
     assert f"The service on CPU [{usable[0]}]" in (tmp_path / "hostile.md").read_text()
