@@ -39,6 +39,7 @@ BACKEND = "onnx"
 REPLICAS = 2
 ROUNDS = 6  # concurrent rounds sent until both replicas have answered
 ROUND_SIZE = 12
+PROXY_READY_TIMEOUT_S = 60  # the Serve controller's wait for a new proxy (Ray's default: 5 s)
 TEXTS = [
     "please transfer my money",
     "what is the weather now",
@@ -151,6 +152,9 @@ def ray_serve_url(tiny_package: Path) -> Iterator[tuple[str, int]]:
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        # The Serve controller gives a new proxy 5 s to report ready, then kills it after three misses; on a
+        # saturated CPU (CI's 2 cores running other tests) a proxy can miss that, and serve.start dies with it.
+        mp.setenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", str(PROXY_READY_TIMEOUT_S))
         ray.init(
             num_cpus=2,
             include_dashboard=False,
