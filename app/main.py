@@ -67,7 +67,7 @@ def create_app(
             # The server has already finished (or given up on) its requests: drain what is left in the queue.
             await app.state.classifier.batcher.stop(settings.shutdown_timeout_s)
             if tracing is not None:
-                tracing.shutdown()  # exports the spans still buffered
+                tracing.shutdown(settings.trace_flush_timeout_s)  # exports the spans still buffered
             logger.info("stopped")
 
     # /docs and /redoc with Swagger UI and ReDoc served from the installed package: no CDN, so they work offline.

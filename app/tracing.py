@@ -17,6 +17,8 @@ call's `batch.size` on `inference`), then `oos_decision`. Texts are never record
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -30,6 +32,8 @@ EXPORTERS = ("otlp", "console")
 INSTALL_HINT = "pip install 'intentserve[tracing]'"
 SERVICE_NAME = "intentserve"  # unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names one
 OTLP_PROTOCOL = "http/protobuf"
+
+logger = logging.getLogger(__name__)
 
 
 class TracingError(RuntimeError):
@@ -104,6 +108,7 @@ class Tracing:
         self._server: Any = None
         self._in_context: Any = None
         self._error: Any = None
+        self._made: list[Any] = []  # the exporters start() made, so a stuck shutdown can stop their retries
 
     @classmethod
     def from_settings(cls, otel: OtelSettings) -> Tracing | None:
@@ -145,8 +150,9 @@ class Tracing:
         # A provider of our own rather than the global one: each app (and each test) gets its own exporters.
         provider = TracerProvider(resource=resource)
         processor = BatchSpanProcessor if self.batch else SimpleSpanProcessor
-        for make in self.exporters:
-            provider.add_span_processor(processor(make()))
+        self._made = [make() for make in self.exporters]
+        for exporter in self._made:
+            provider.add_span_processor(processor(exporter))
         self.provider = provider
         self.tracer = provider.get_tracer("intentserve")
         # Looked up once here: a `from ... import` per request costs more than the attribute reads.
@@ -155,11 +161,21 @@ class Tracing:
         self._in_context = trace.set_span_in_context
         self._error = trace.Status(trace.StatusCode.ERROR)
 
-    def shutdown(self) -> None:
-        """Export what is buffered and stop the exporters."""
-        if self.provider is not None:
-            self.provider.shutdown()
-            self.provider = self.tracer = None
+    def shutdown(self, timeout_s: float) -> None:
+        """Export what is buffered and stop the exporters, giving the export at most timeout_s."""
+        provider, self.provider, self.tracer = self.provider, None, None
+        if provider is None:
+            return
+        # The OTLP exporter retries a collector that is down with back-off for up to OTEL_EXPORTER_OTLP_TIMEOUT
+        # (10 s by default: 8 s measured), which would hold up the exit past a container's stop grace period.
+        done = threading.Thread(target=provider.shutdown, name="trace-flush", daemon=True)
+        done.start()
+        done.join(timeout_s)
+        if done.is_alive():
+            for exporter in self._made:  # sets the exporter's shutdown event, which ends its back-off wait
+                exporter.shutdown()
+            done.join(1.0)
+            logger.warning("trace export did not finish within %.1f s at shutdown; its spans were dropped", timeout_s)
 
     def begin(self, scope: dict[str, Any], request_id: str) -> RequestTrace | None:
         """Start the server span of a request, continuing a caller's trace (W3C traceparent); None before start."""

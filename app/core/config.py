@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for the model; beyond it 429")
     request_timeout_ms: float = Field(default=5000.0, gt=0.0, description="queue wait + inference; beyond it 504")
     shutdown_timeout_s: float = Field(default=20.0, gt=0.0, description="bound on draining accepted requests")
+    trace_flush_timeout_s: float = Field(
+        default=2.0, gt=0.0, le=60.0, description="bound on exporting buffered spans at shutdown (tracing on)"
+    )
     # Longer than the idle timeout of the clients and proxies in front (HTTP clients 5 s, cloud load balancers
     # 60 s): when both sides use the same value, the server can close an idle connection at the moment the
     # client reuses it, and that request fails (seen once in a 78k-request soak with uvicorn's 5 s default).

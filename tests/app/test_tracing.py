@@ -10,9 +10,11 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -488,3 +490,25 @@ async def test_otlp_reaches_a_collector_named_only_by_the_environment(
             names += [s.name for scope in resource_spans.scope_spans for s in scope.spans]
     assert services == {"intentserve"}
     assert sorted(names) == sorted(["POST /classify", *CHILDREN])
+
+
+async def test_a_collector_that_is_down_does_not_hold_up_the_shutdown(
+    manifest_only_package: Path, no_otel_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on: every export attempt is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    no_otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    flush = 1.0
+    app = create_app(Settings(model_dir=manifest_only_package, backend="fake", trace_flush_timeout_s=flush))
+    transport = httpx.ASGITransport(app=app)
+    with caplog.at_level(logging.WARNING, logger="app.tracing"):
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                r = await client.post("/classify", json={"text": "what is the weather"})
+            stopping = time.perf_counter()
+        stopped = time.perf_counter() - stopping
+    assert r.status_code == 200
+    # Unbounded, the exporter's back-off (1 + 2 + 4 s within its 10 s timeout) kept the process for about 8 s.
+    assert stopped < flush + 2.0, f"shutdown took {stopped:.1f} s with the collector down"
+    assert any("spans were dropped" in m for m in caplog.messages), caplog.messages
