@@ -3,7 +3,8 @@
 uvicorn's httptools protocol has none of these: an endless header section or an endless pipeline grows the
 process without bound, a connection that sends nothing (or half a request) is held forever, and enough of them
 exhaust the file descriptors. h11 bounds the header section but not the rest, and costs throughput. This is
-httptools' protocol with the missing guards; every refusal is cheap (no ASGI task, no body read).
+httptools' protocol with the missing guards; every refusal is cheap (no ASGI task, no body read), and the refusals
+a flood runs into (header size and count, pipelining depth) close in stages, holding a client that keeps sending.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from app.core.config import Settings
 logger = logging.getLogger(__name__)
 # One warning per this many seconds per kind of refusal: a flood of bad clients must not flood the log too.
 LOG_EVERY_S = 10.0
+# How long a connection refused for flooding stays open, unread, after its last answer and a FIN (RFC 9112 9.6's
+# staged close). A client that honours `connection: close` leaves at once; one that keeps sending is held this
+# long instead of being cut off at once and reconnecting to flood again.
+LINGER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.discarding = False  # input is no longer parsed: the connection closes after the answer in progress
         self.running: Any = None  # the request cycle whose ASGI task runs (queued ones wait in self.pipeline)
         self.refusal: tuple[int, str, str] | None = None  # set by a callback that raised _Refuse
+        self.linger_timer: asyncio.TimerHandle | None = None
 
     # Connection lifecycle
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -133,8 +139,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm(self.limits.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the read timer with the connection."""
+        """Stop the timers with the connection."""
         self._disarm()
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
+            self.linger_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -159,8 +168,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError:
-            if self.refusal is not None:
-                self._refuse(*self.refusal)
+            if self.refusal is not None:  # a limit a flood runs into (header count, pipelining depth)
+                self._refuse(*self.refusal, linger=True)
                 return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
@@ -169,7 +178,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.in_head and self.head_bytes > self.limits.max_header_bytes:
             _warn_headers(f"over {self.limits.max_header_bytes} bytes")
-            self._refuse(431, "headers_too_large", f"request headers exceed {self.limits.max_header_bytes} bytes")
+            message = f"request headers exceed {self.limits.max_header_bytes} bytes"
+            self._refuse(431, "headers_too_large", message, linger=True)
 
     # Parser callbacks
     def on_message_begin(self) -> None:
@@ -204,9 +214,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        """After the last answer of a connection in a staged close, reading stays paused (uvicorn resumes it)."""
+        if self.linger_timer is not None:
+            self.server_state.total_requests += 1
+            return
+        super().on_response_complete()
+
     # Refusals
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        """Answer `status` and close, or, with answers still owed, close after sending them (HTTP/1.1 order)."""
+    def _refuse(self, status: int, code: str, message: str, linger: bool = False) -> None:
+        """Answer `status` and close, or, with answers still owed, close after sending them (HTTP/1.1 order).
+
+        With `linger` the close is staged (see `_linger`): for refusals of a flood, not of a slow client.
+        """
         self.discarding = True
         self.refusal = None
         self._disarm()
@@ -218,11 +238,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # answering them is the work a pipelining flood wants done (measured: ordinary clients got 14% more
             # answers during such a flood); a client resends unanswered requests (RFC 9112 9.3.2).
             self.pipeline.clear()
-            (self.running or self.cycle).keep_alive = False
+            cycle = self.running or self.cycle
+            cycle.keep_alive = False
+            if linger:  # the cycle closes the transport when its answer is sent: make that close staged
+                cycle.transport = _StagedClose(self.transport, self._linger)
             self.flow.pause_reading()
             return
         self.transport.write(_error(status, code, message))
-        self.transport.close()
+        if linger:
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Staged close: stop reading, send FIN after what is written, and close the socket LINGER_S later.
+
+        Closing at once with unread input makes the kernel send a reset, which can destroy the answer before the
+        client reads it; and a flooding client that ignores `connection: close` would reconnect and flood again
+        at once. A client that honours the close ends the connection itself, which cancels the timer.
+        """
+        if self.transport.is_closing() or self.linger_timer is not None:
+            return
+        self.flow.pause_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.linger_timer = self.loop.call_later(LINGER_S, self.transport.close)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         """Remember which cycle is being answered (uvicorn only keeps the newest one, which may be queued)."""
@@ -267,6 +307,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._refuse(408, "request_timeout", f"request {phase} not received in time")
+
+
+class _StagedClose:
+    """A transport whose close() is the protocol's staged close; everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, close: Any) -> None:
+        self._transport = transport
+        self.close = close
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:

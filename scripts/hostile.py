@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.core.config import Settings  # noqa: E402
+from app.guard import LINGER_S  # noqa: E402
 from scripts.bench_serving import Config, run_wrk, running_server  # noqa: E402
 from scripts.soak import TEXTS, free_port, rss_mb  # noqa: E402
 
@@ -243,11 +244,12 @@ async def idle(port: int, count: int, timeout: float, slack: float) -> dict[str,
 
 
 async def sink(port: int, seconds: float, max_head_bytes: int, max_pipelined: int) -> dict[str, Any]:
-    """A stand-in server for the flood control: canned answers, closing where the service's guard would.
+    """A stand-in server for the flood control: canned answers, closing where and as the service's guard would.
 
-    It answers every request head with a fixed 200 and closes a connection past `max_pipelined` requests in
-    one read, or past `max_head_bytes` of one head with a fixed 431: the attacker does the same work as
-    against the service, while the stand-in's own work is close to nothing.
+    It answers every request head with a fixed 200; past `max_pipelined` requests in one read it answers the
+    first alone, and past `max_head_bytes` of one head it answers a fixed 431; then it stops reading, sends FIN
+    and closes LINGER_S later (the guard's staged close). The attacker does the same work as against the
+    service, while the stand-in's own work is close to nothing.
     """
     ok = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{"status":"ok"}'
     too_large = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -259,8 +261,8 @@ async def sink(port: int, seconds: float, max_head_bytes: int, max_pipelined: in
             while data := await reader.read(65536):
                 heads = data.count(b"\r\n\r\n")
                 head = len(data) - data.rfind(b"\r\n\r\n") - 4 if heads else head + len(data)
-                if heads > max_pipelined:
-                    writer.write(ok * heads)
+                if heads > max_pipelined + 1:  # one in progress, max_pipelined queued behind it, one too many
+                    writer.write(ok)
                     served["closed (pipelined)"] += 1
                     break
                 writer.write(ok * heads)
@@ -268,6 +270,10 @@ async def sink(port: int, seconds: float, max_head_bytes: int, max_pipelined: in
                     writer.write(too_large)
                     served["closed (head too large)"] += 1
                     break
+            else:
+                return
+            writer.write_eof()
+            await asyncio.sleep(LINGER_S)
         except OSError:
             pass
         finally:

@@ -277,3 +277,43 @@ def test_idle_connections_cannot_exhaust_descriptors(tiny_package: Path, tmp_pat
     assert "connection limit reached" in output
     assert "out of system resource" not in output
     assert "Too many open files" not in output
+
+
+@pytest.mark.parametrize("flood", ["headers", "pipeline"])
+def test_a_refused_flood_is_closed_in_stages_and_held(flood: str, tiny_package: Path, tmp_path: Path) -> None:
+    from app.guard import LINGER_S
+
+    if flood == "headers":
+        start, chunk = b"GET /healthz HTTP/1.1\r\nHost: t\r\n", b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    else:
+        start, chunk = b"", b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    with server(tiny_package, tmp_path, INTENT_MAX_PIPELINED="4") as (port, _, _):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            cut_off = [0.0]
+
+            def keep_sending() -> None:  # a flooder: ignores `connection: close` and the FIN, sends until it fails
+                try:
+                    sock.sendall(start)
+                    while True:
+                        sock.sendall(chunk * 64)
+                except OSError:
+                    cut_off[0] = time.monotonic()
+
+            sender = threading.Thread(target=keep_sending, daemon=True)
+            sender.start()
+            sock.settimeout(10)
+            answer = b""
+            while chunk_in := sock.recv(65536):  # b"": the server's FIN, after its whole answer
+                answer += chunk_in
+            answered = time.monotonic()
+            sender.join(timeout=LINGER_S + 10)
+        took = healthz_seconds(port)
+    status = b"431" if flood == "headers" else b"200"
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[-200:]
+    assert answer.endswith(b"}"), answer[-200:]  # one whole answer, then FIN
+    assert b"connection: close" in answer.lower()
+    # Held, not cut off at once: a flooder cannot come straight back, while other clients are served.
+    held = cut_off[0] - answered
+    assert LINGER_S - 0.5 <= held <= LINGER_S + 3, held
+    assert took < 2.0
