@@ -6,6 +6,7 @@ real queries, raw HTTP/1.1 keep-alive connections) while a hostile client, in it
     isolation       a client sends {"text": "\\ud800"} (valid JSON, not valid Unicode) every 20 ms
     flood-headers   one connection sends an endless header section, reconnecting whenever it is closed
     flood-pipeline  one connection pipelines GET /healthz as fast as it can, reconnecting likewise
+                    (--flooder polite: each flood stops at the server's answer and reconnects at once)
     idle            --idle-connections connections that send nothing, half a head, or a head and half a body
     goodput         wrk at 64, then 1,000 connections; a probe times every 429/503 under the 1,000
     lifecycle       INTENT_WORKERS=2: kill -9 of one worker, then of the parent
@@ -147,8 +148,13 @@ async def surrogates(port: int, seconds: float) -> dict[str, int]:
     return {str(s): n for s, n in Counter(s for s, _ in load.answers).items()} | dict(load.errors)
 
 
-async def flood(port: int, seconds: float, start: bytes, chunk: bytes) -> dict[str, Any]:
-    """Send `start`, then `chunk` forever, reading what comes back; reconnect when the server closes."""
+async def flood(port: int, seconds: float, start: bytes, chunk: bytes, polite: bool = False) -> dict[str, Any]:
+    """Send `start`, then `chunk` forever, reading what comes back; reconnect when the server closes.
+
+    A persistent flooder writes without pause, so it notices the server's answer and FIN only when a write
+    fails or blocks; a polite one lets its reader run after every write, so it closes and reconnects as soon
+    as the server has answered and sent FIN.
+    """
     end, sent, connections, answers = time.monotonic() + seconds, 0, 0, 0
     ends, statuses = Counter(), Counter()  # how each connection ended (writing), the first status it got (reading)
     while time.monotonic() < end:
@@ -180,6 +186,8 @@ async def flood(port: int, seconds: float, start: bytes, chunk: bytes) -> dict[s
                 writer.write(chunk)
                 sent += len(chunk)
                 await writer.drain()
+                if polite:
+                    await asyncio.sleep(0)  # the reader sees the answer and the FIN now, not when a write blocks
             ends["closed by the server" if reading.done() else "ran out"] += 1
         except OSError as exc:
             ends[type(exc).__name__] += 1
@@ -389,6 +397,7 @@ async def check_flood(args: argparse.Namespace, kind: str) -> tuple[dict, list]:
     else:
         start, chunk = b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     attacker = {"background": bool(args.server_cpus)}  # beside the ordinary clients, on the CPUs they leave
+    polite = args.flooder == "polite"
     with server(args, kind) as (proc, port):
         server_placed = placed(proc.pid)
         base = await baseline(port, args)
@@ -401,7 +410,7 @@ async def check_flood(args: argparse.Namespace, kind: str) -> tuple[dict, list]:
 
         sampler = asyncio.create_task(sample())
         load, attack = await while_loaded(
-            port, args.clients, in_process("flood", port, args.duration, start, chunk * 16, **attacker)
+            port, args.clients, in_process("flood", port, args.duration, start, chunk * 16, polite, **attacker)
         )
         sampler.cancel()
         # The control: the same attacker floods a stand-in server instead. On a machine where the attacker, the
@@ -412,7 +421,7 @@ async def check_flood(args: argparse.Namespace, kind: str) -> tuple[dict, list]:
             stand_in = (decoy, args.duration + 5, limits.max_header_bytes, limits.max_pipelined)
             work = asyncio.gather(
                 in_process("sink", *stand_in, cpus=args.server_cpus),  # where the service runs
-                in_process("flood", decoy, args.duration, start, chunk * 16, **attacker),
+                in_process("flood", decoy, args.duration, start, chunk * 16, polite, **attacker),
             )
             control_load, (sink_run, control_attack) = await while_loaded(port, args.clients, work)
             control = {
@@ -422,7 +431,8 @@ async def check_flood(args: argparse.Namespace, kind: str) -> tuple[dict, list]:
                 "stand_in_placed": sink_run["placed"],
             }
     growth = round(max(rss) - rss[0], 1)
-    figures = {"baseline": base, "ordinary": load.summary(), "attack": attack, "rss_mib": [round(x, 1) for x in rss]}
+    figures = {"baseline": base, "ordinary": load.summary(), "attack": attack | {"flooder": args.flooder}}
+    figures["rss_mib"] = [round(x, 1) for x in rss]
     figures["placed"] = {"server": server_placed, "clients": placed(), "attacker": attack["placed"]}
     rows = [row(kind, "server RSS growth (MiB)", growth, "<= 100", growth <= 100)]
     rows += p99_rows(kind, base, figures["ordinary"])
@@ -606,6 +616,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated CPUs for the service (and the stand-in), one model thread each; the ordinary "
         "clients and the attackers get the other CPUs, the attackers at the idle scheduling class: an attacker "
         "with CPU of its own, as on another host, that never delays the clients measuring the service",
+    )
+    p.add_argument(
+        "--flooder",
+        choices=["persistent", "polite"],
+        default="persistent",
+        help="persistent: the flood writes on whatever the server answers; polite: it stops at the server's "
+        "answer and FIN, closes and reconnects at once (what a staged close cannot hold)",
     )
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--request-timeout", type=int, default=10, help="seconds before wrk counts a time-out")

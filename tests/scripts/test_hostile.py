@@ -72,6 +72,7 @@ def test_floods_are_refused_and_the_control_aims_the_same_attack_at_a_stand_in(
     assert set(headers["attack"]["first_status"]) == {"431"}
     assert set(pipeline["attack"]["first_status"]) == {"200"}
     for attack in (headers["attack"], pipeline["attack"]):
+        assert attack["flooder"] == "persistent"
         assert 1 <= attack["connections"] <= 2 / LINGER_S + 1  # a 2 s flood
         assert sum(attack["ends"].values()) == attack["connections"]
     for flood in (headers, pipeline):
@@ -96,6 +97,21 @@ def test_floods_are_refused_and_the_control_aims_the_same_attack_at_a_stand_in(
     assert [t["check"] for t in info] == ["flood-headers", "flood-pipeline"]
     assert "aimed at a stand-in server" in info[0]["target"]
     assert "| info | – |" in (tmp_path / "hostile.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_polite_flooder_is_not_held_but_reconnects(fake_package: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hostile.json"
+    args = ["--package", str(fake_package), "--backend", "fake", "--only", "flood-pipeline", "--no-control"]
+    args += ["--duration", "2", "--baseline", "1", "--clients", "2", "--flooder", "polite", "--out", str(out)]
+    main(args)
+    attack = json.loads(out.read_text())["figures"]["flood-pipeline"]["attack"]
+    # It stops at each answer and FIN, closes, and floods again on a new connection: far more connections than
+    # the 2 s / LINGER_S a persistent flooder gets, each one still answered in full before the close.
+    assert attack["flooder"] == "polite"
+    assert attack["connections"] > 4 * (2 / LINGER_S + 1), attack
+    assert set(attack["first_status"]) == {"200"}
+    assert attack["ends"].get("closed by the server", 0) >= attack["connections"] - 1
 
 
 @pytest.mark.slow
