@@ -77,6 +77,7 @@ class _RateLimitedWarning:
 _warn_connections = _RateLimitedWarning("connection limit reached (%d open): refusing new connections with 503")
 _warn_headers = _RateLimitedWarning("refused a request head over the limit (%s): 431")
 _warn_timeout = _RateLimitedWarning("closed a connection that did not send its request in time (%s)")
+_warn_invalid = _RateLimitedWarning("received input that is not valid HTTP/1.1: 400 after the answers owed, then close")
 _warn_pipeline = _RateLimitedWarning(
     "a connection pipelined more than %d requests: closing it after the request in progress, dropping the rest"
 )
@@ -101,6 +102,9 @@ def _error(status: int, code: str, message: str, extra: bytes = b"") -> bytes:
     )
 
 
+BAD_REQUEST = _error(400, "invalid_http", "the request is not valid HTTP/1.1")
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, bounded: see the module docstring; `limits` is set by `guarded_protocol`."""
 
@@ -123,6 +127,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.running: Any = None  # the request cycle whose ASGI task runs (queued ones wait in self.pipeline)
         self.refusal: tuple[int, str, str] | None = None  # set by a callback that raised _Refuse
         self.linger_timer: asyncio.TimerHandle | None = None
+        self.bad_request_pending = False  # a 400 to send once the requests before the invalid input are answered
 
     # Connection lifecycle
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -170,11 +175,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self.refusal is not None:  # a limit a flood runs into (header count, pipelining depth)
                 self._refuse(*self.refusal, linger=True)
-                return
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self._disarm()
-            self.send_400_response(msg)
+            else:
+                self._bad_request()
             return
         if self.in_head and self.head_bytes > self.limits.max_header_bytes:
             _warn_headers(f"over {self.limits.max_header_bytes} bytes")
@@ -215,11 +217,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        """After the last answer of a connection in a staged close, reading stays paused (uvicorn resumes it)."""
-        if self.linger_timer is not None:
+        """Once the answers owed are sent: the pending 400, if any; reading stays paused while discarding."""
+        if self.linger_timer is not None:  # the last answer of a staged close
             self.server_state.total_requests += 1
             return
+        if self.bad_request_pending and not self.pipeline:
+            self.server_state.total_requests += 1
+            self.bad_request_pending = False
+            if not self.transport.is_closing():
+                self.transport.write(BAD_REQUEST)
+                self._linger()
+            return
         super().on_response_complete()
+        if self.discarding:  # uvicorn resumed reading for the next request; there is none to read
+            self.flow.pause_reading()
 
     # Refusals
     def _refuse(self, status: int, code: str, message: str, linger: bool = False) -> None:
@@ -249,6 +260,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._linger()
         else:
             self.transport.close()
+
+    def _bad_request(self) -> None:
+        """Input that is not HTTP/1.1: answer the requests before it, in order, then 400 and a staged close.
+
+        uvicorn's own handling answered 400 at once and closed: the valid requests pipelined before the invalid
+        input lost their answers, and the request in progress failed writing to a closed transport.
+        """
+        _warn_invalid()
+        self.discarding = True
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        if self.pipeline and self.pipeline[0][0].more_body:
+            self.pipeline.popleft()  # the newest queued request: the invalid input cut its body short
+        running = self.running if self.running is not None else self.cycle
+        if running is not None and not running.response_complete and running.more_body and not self.pipeline:
+            # The request in progress is the one cut short: its body will not come, and its answer is not owed.
+            running.disconnected = True
+            running.message_event.set()
+        elif running is not None and not running.response_complete:
+            self.bad_request_pending = True  # sent by on_response_complete after the last answer owed
+            self.flow.pause_reading()
+            return
+        self.transport.write(BAD_REQUEST)
+        self._linger()
 
     def _linger(self) -> None:
         """Staged close: stop reading, send FIN after what is written, and close the socket LINGER_S later.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import resource
 import socket
 import subprocess
@@ -317,3 +318,43 @@ def test_a_refused_flood_is_closed_in_stages_and_held(flood: str, tiny_package: 
     held = cut_off[0] - answered
     assert LINGER_S - 0.5 <= held <= LINGER_S + 3, held
     assert took < 2.0
+
+
+@pytest.mark.parametrize("before", [0, 1, 3], ids=["garbage-alone", "after-one", "after-three"])
+def test_invalid_input_is_answered_400_after_the_valid_requests_before_it(
+    before: int, tiny_package: Path, tmp_path: Path
+) -> None:
+    body = b'{"text": "please transfer my money"}'
+    valid = b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    with server(tiny_package, tmp_path) as (port, _, log):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(valid % (len(body), body) * before + b"NOT HTTP \x00\x01\r\n\r\n")  # one write
+            answer = read_response(sock)
+        took = healthz_seconds(port)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    # Every request sent before the invalid input is answered, in order; then 400 in the service's envelope.
+    assert statuses == [b"200"] * before + [b"400"], answer[-300:]
+    assert answer.count(b'"intent": "transfer"') + answer.count(b'"intent":"transfer"') == before
+    assert answer.endswith(
+        b'{"error": {"code": "invalid_http", "message": "the request is not valid HTTP/1.1", "request_id": null}}'
+    )
+    assert took < 2.0
+    logged = log.read_text()
+    assert "not valid HTTP/1.1" in logged
+    assert "Traceback" not in logged, logged[-2000:]
+    assert "unhandled error" not in logged, logged[-2000:]
+
+
+def test_a_body_cut_short_by_invalid_input_gets_400_and_the_request_is_dropped(
+    tiny_package: Path, tmp_path: Path
+) -> None:
+    head = b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with server(tiny_package, tmp_path) as (port, _, log):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head + b'5\r\n{"tex\r\nZZZ not a chunk size\r\n')  # the body breaks off mid-way
+            answer = read_response(sock)
+        took = healthz_seconds(port)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"400"], answer
+    assert b'"code": "invalid_http"' in answer
+    assert took < 2.0
+    assert "Traceback" not in log.read_text()
