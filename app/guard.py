@@ -274,9 +274,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.pipeline and self.pipeline[0][0].more_body:
             self.pipeline.popleft()  # the newest queued request: the invalid input cut its body short
-        running = self.running if self.running is not None else self.cycle
-        if running is not None and not running.response_complete and running.more_body and not self.pipeline:
-            # The request in progress is the one cut short: its body will not come, and its answer is not owed.
+        running = self.running or self.cycle
+        if running is not None and not running.response_complete and running.more_body:
+            # The request in progress is the one cut short (nothing can be queued behind a body that has not
+            # ended): its body will not come, and its answer is not owed.
             running.disconnected = True
             running.message_event.set()
         elif running is not None and not running.response_complete:

@@ -345,16 +345,19 @@ def test_invalid_input_is_answered_400_after_the_valid_requests_before_it(
     assert "unhandled error" not in logged, logged[-2000:]
 
 
+@pytest.mark.parametrize("before", [0, 1], ids=["in-progress", "queued"])
 def test_a_body_cut_short_by_invalid_input_gets_400_and_the_request_is_dropped(
-    tiny_package: Path, tmp_path: Path
+    before: int, tiny_package: Path, tmp_path: Path
 ) -> None:
+    valid = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
     head = b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     with server(tiny_package, tmp_path) as (port, _, log):
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(head + b'5\r\n{"tex\r\nZZZ not a chunk size\r\n')  # the body breaks off mid-way
+            # The chunked body breaks off mid-way, in the request in progress or in one queued behind another.
+            sock.sendall(valid * before + head + b'5\r\n{"tex\r\nZZZ not a chunk size\r\n')
             answer = read_response(sock)
         took = healthz_seconds(port)
-    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"400"], answer
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200"] * before + [b"400"], answer
     assert b'"code": "invalid_http"' in answer
     assert took < 2.0
     assert "Traceback" not in log.read_text()
