@@ -320,17 +320,25 @@ def test_a_refused_flood_is_closed_in_stages_and_held(flood: str, tiny_package: 
     assert took < 2.0
 
 
+def one_write(package: Path, tmp_path: Path, data: bytes) -> tuple[bytes, float, str]:
+    """Send `data` in one write to a fresh server: (all it answers, seconds another client then waits, its log)."""
+    with server(package, tmp_path) as (port, _, log):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(data)
+            answer = read_response(sock)
+        took = healthz_seconds(port)
+    return answer, took, log.read_text()
+
+
 @pytest.mark.parametrize("before", [0, 1, 3], ids=["garbage-alone", "after-one", "after-three"])
 def test_invalid_input_is_answered_400_after_the_valid_requests_before_it(
     before: int, tiny_package: Path, tmp_path: Path
 ) -> None:
     body = b'{"text": "please transfer my money"}'
     valid = b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-    with server(tiny_package, tmp_path) as (port, _, log):
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(valid % (len(body), body) * before + b"NOT HTTP \x00\x01\r\n\r\n")  # one write
-            answer = read_response(sock)
-        took = healthz_seconds(port)
+    answer, took, logged = one_write(
+        tiny_package, tmp_path, valid % (len(body), body) * before + b"NOT HTTP \x00\x01\r\n\r\n"
+    )
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
     # Every request sent before the invalid input is answered, in order; then 400 in the service's envelope.
     assert statuses == [b"200"] * before + [b"400"], answer[-300:]
@@ -339,7 +347,6 @@ def test_invalid_input_is_answered_400_after_the_valid_requests_before_it(
         b'{"error": {"code": "invalid_http", "message": "the request is not valid HTTP/1.1", "request_id": null}}'
     )
     assert took < 2.0
-    logged = log.read_text()
     assert "not valid HTTP/1.1" in logged
     assert "Traceback" not in logged, logged[-2000:]
     assert "unhandled error" not in logged, logged[-2000:]
@@ -351,13 +358,9 @@ def test_a_body_cut_short_by_invalid_input_gets_400_and_the_request_is_dropped(
 ) -> None:
     valid = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
     head = b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    with server(tiny_package, tmp_path) as (port, _, log):
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            # The chunked body breaks off mid-way, in the request in progress or in one queued behind another.
-            sock.sendall(valid * before + head + b'5\r\n{"tex\r\nZZZ not a chunk size\r\n')
-            answer = read_response(sock)
-        took = healthz_seconds(port)
+    # The chunked body breaks off mid-way, in the request in progress or in one queued behind another.
+    answer, took, logged = one_write(tiny_package, tmp_path, valid * before + head + b'5\r\n{"tex\r\nZZZ no size\r\n')
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200"] * before + [b"400"], answer
     assert b'"code": "invalid_http"' in answer
     assert took < 2.0
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in logged
