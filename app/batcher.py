@@ -1,10 +1,13 @@
-"""Dynamic micro-batching: texts that arrive together share one model call, off the event loop."""
+"""Dynamic micro-batching: texts that arrive together share one model call, in the model thread (a lone text at
+light load on a fast model: on the event loop)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +19,10 @@ from app.tracing import BatchTiming, RequestTrace, current_trace
 
 logger = logging.getLogger(__name__)
 INFERENCE_THREAD = "inference"  # name prefix of the model threads
+# Light load, for running a call on the event loop: recent model calls averaged fewer texts than this. The average
+# weighs each new call by AVERAGE_WEIGHT, so after one full batch it takes about ten lone texts in a row to get here.
+LIGHT_LOAD = 1.5
+AVERAGE_WEIGHT = 0.2
 
 
 class InferenceError(RuntimeError):
@@ -43,7 +50,7 @@ def _summary(exc: BaseException) -> str:
 
 
 class MicroBatcher:
-    """Queue + one worker task; the model runs in a single dedicated thread."""
+    """Queue + one worker task; the model runs in a single dedicated thread, or inline (`runs_inline`)."""
 
     def __init__(
         self,
@@ -51,14 +58,18 @@ class MicroBatcher:
         predict: Callable[..., Sequence[Any]],
         max_batch_size: int = 32,
         max_wait_ms: float = 0.0,
-        on_batch: Callable[[int, float, list[float]], None] | None = None,
+        on_batch: Callable[[int, float, list[float], bool], None] | None = None,
         max_queue: int = 0,
+        inline_max_ms: float = 0.0,
     ) -> None:
         self.predict = predict
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
-        self.on_batch = on_batch
+        self.on_batch = on_batch  # (texts, seconds, each text's queue wait, ran on the event loop)
         self.max_queue = max_queue  # 0 = unbounded
+        self.inline_max = inline_max_ms / 1000.0  # 0 = every call in the model thread
+        self.load = 1.0  # texts per model call, averaged over recent calls
+        self.single_s = math.inf  # seconds of a one-text call, averaged over recent ones; unknown until one ran
         # The asyncio queue itself is unbounded: enqueue() enforces max_queue per request, and stop()'s sentinel
         # must always fit.
         self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
@@ -168,20 +179,39 @@ class MicroBatcher:
                 except Exception as item_exc:
                     self._fail_item(item, item_exc)
 
+    def runs_inline(self, texts: int) -> bool:
+        """Whether a call for this many texts runs on the event loop: one text, nothing queued, light load, fast model.
+
+        At one connection the hand-off to the model thread and back, and the model running on a core other than the
+        one that just parsed the request, cost about 0.2-0.3 ms of a 2 ms answer (docs/experiments.md). Under load
+        the thread keeps the loop free to parse the next batch while the model runs, so only a lone text at light
+        load, on a model whose one-text calls have been within `inline_max`, runs on the loop.
+        """
+        return texts == 1 and self.queue.empty() and self.load < LIGHT_LOAD and self.single_s <= self.inline_max
+
     async def _infer(self, loop: asyncio.AbstractEventLoop, items: list[_Item], waits: list[float]) -> None:
         """One model call for these items; their futures get their rows (exceptions propagate)."""
         start = time.perf_counter()
+        inline = self.runs_inline(len(items))
+        self.load += AVERAGE_WEIGHT * (len(items) - self.load)
         timing = self._timing(items)
-        if timing is None:
-            probs = await loop.run_in_executor(self.executor, self.predict, [i.text for i in items])
-        else:
-            try:
-                probs = await loop.run_in_executor(self.executor, self._timed, [i.text for i in items], timing)
-            except Exception:
+        texts = [i.text for i in items]
+        call = (
+            functools.partial(self.predict, texts) if timing is None else functools.partial(self._timed, texts, timing)
+        )
+        try:
+            probs = call() if inline else await loop.run_in_executor(self.executor, call)
+        except Exception:
+            if timing is not None:
                 timing.failed = True
-                raise
+            raise
+        seconds = time.perf_counter() - start
+        if len(items) == 1:
+            self.single_s = (
+                seconds if math.isinf(self.single_s) else self.single_s + AVERAGE_WEIGHT * (seconds - self.single_s)
+            )
         if self.on_batch is not None:
-            self.on_batch(len(items), time.perf_counter() - start, waits)
+            self.on_batch(len(items), seconds, waits, inline)
         for item, row in zip(items, probs, strict=True):
             if not item.future.done():
                 item.future.set_result(row)

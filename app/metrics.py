@@ -54,6 +54,9 @@ class Metrics:
             registry=r,
         )
         self.batch_size = Histogram("intent_batch_size", "Texts per model call", buckets=BATCH_BUCKETS, registry=r)
+        self.inline_batches = Counter(
+            "intent_inline_batches", "Model calls run on the event loop (a lone text at light load)", registry=r
+        )
         self.predictions = Counter("intent_predictions_total", "Returned intents", ["intent"], registry=r)
         self.oos = Counter("intent_oos_total", "Out-of-scope answers by reason", ["reason"], registry=r)
         # Gauges in multiprocess mode: in-flight requests add up over live workers; model info is 1 if any has it.

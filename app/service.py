@@ -65,6 +65,7 @@ class IntentClassifier:
             settings.max_wait_ms,
             on_batch=self._observe_batch,
             max_queue=settings.max_queue,
+            inline_max_ms=settings.inline_max_ms if backend.may_run_inline else 0.0,
         )
 
     @staticmethod
@@ -126,8 +127,10 @@ class IntentClassifier:
             )
         ]
 
-    def _observe_batch(self, size: int, seconds: float, waits: list[float]) -> None:
+    def _observe_batch(self, size: int, seconds: float, waits: list[float], inline: bool) -> None:
         self.metrics.batch_size.observe(size)
+        if inline:
+            self.metrics.inline_batches.inc()
         self.metrics.child(self.metrics.inference_duration, self.backend.name).observe(seconds)
         for wait in waits:
             self.metrics.queue_wait.observe(wait)

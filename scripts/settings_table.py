@@ -36,6 +36,9 @@ MEANINGS: dict[str, str] = {
     "max_batch_size": "most texts in one model call (micro-batching)",
     "max_wait_ms": "extra wait for more texts before a model call; 0 = none (texts that arrive while the model "
     "runs form the next batch anyway); a lone request never waits",
+    "inline_max_ms": "a lone text at light load (recent model calls averaged under 1.5 texts) runs on the event "
+    "loop instead of the model thread when one-text calls have taken at most this long: no hand-off between "
+    "threads, 0.2-0.3 ms less at one connection; the loop answers nothing else meanwhile. 0 = always the thread",
     "max_queue": "texts waiting for the model; beyond it requests get 429 with `Retry-After`",
     "request_timeout_ms": "queue wait + inference per request; beyond it 504 and the queued work is dropped",
     "shutdown_timeout_s": "on SIGTERM, how long accepted requests may take to finish",

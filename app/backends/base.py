@@ -25,6 +25,8 @@ class Backend(ABC):
 
     name: ClassVar[str]
     precision: ClassVar[str] = "fp32"
+    # Whether a fast one-text call may run on the event loop (app.batcher.MicroBatcher.runs_inline).
+    may_run_inline: ClassVar[bool] = True
 
     def __init__(self, package_dir: Path, manifest: Manifest, num_threads: int = 0) -> None:
         self.package_dir = Path(package_dir)

@@ -20,6 +20,8 @@ class FakeBackend(Backend):
 
     name = "fake"
     precision = "none"
+    # Tests hold or slow its calls to stand for a stuck or slow model: that must stop the model thread, not the loop.
+    may_run_inline = False
 
     @classmethod
     def required_files(cls) -> set[str]:

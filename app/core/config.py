@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     # Room for one request per connection of a 1,000-connection burst (about 1 s of queue for a 6-layer int8 model
     # on 2 cores): refusing instead, to closed-loop clients that retry at once, spends the loop on 429s.
+    # A lone text at light load runs on the event loop when one-text calls take at most this long: at one connection
+    # that saved 0.2-0.3 ms of a 1.8-2.8 ms answer (docs/experiments.md). The bound caps how long the loop is busy.
+    inline_max_ms: float = Field(default=3.0, ge=0.0, le=50.0)
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for the model; beyond it 429")
     request_timeout_ms: float = Field(default=5000.0, gt=0.0, description="queue wait + inference; beyond it 504")
     shutdown_timeout_s: float = Field(default=20.0, gt=0.0, description="bound on draining accepted requests")

@@ -1,4 +1,5 @@
-"""The micro-batcher with a fake model function: merging, no idle wait, ordering, failures, cancellation."""
+"""The micro-batcher with a fake model function: merging, no idle wait, ordering, failures, cancellation, and which
+thread runs each call."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Model:
         self.fail_on = fail_on or set()  # calls that fail whatever their texts (a passing fault)
         self.poison = poison or set()  # texts that fail every call they are in
         self.batches: list[list[str]] = []
+        self.threads: list[threading.Thread] = []  # the thread of each call
         self.release = threading.Event()
         self.release.set()
 
@@ -35,6 +37,7 @@ class Model:
         self.release.wait(5)
         call = len(self.batches)
         self.batches.append(list(texts))
+        self.threads.append(threading.current_thread())
         time.sleep(self.delay)
         if call in self.fail_on or self.poison & set(texts):
             raise RuntimeError("boom: secret internal detail")
@@ -45,6 +48,11 @@ def submit(batcher: MicroBatcher, text: str) -> asyncio.Future[np.ndarray]:
     """Queue one text the way the service does (MicroBatcher.enqueue); the future resolves to its row."""
     (future,) = batcher.enqueue([text])
     return future
+
+
+def where(model: Model) -> list[str]:
+    """For each model call: "loop" when it ran on the event loop's thread (this test's), else "model"."""
+    return ["loop" if t is threading.current_thread() else "model" for t in model.threads]
 
 
 async def started(model: Model, **kwargs) -> MicroBatcher:
@@ -197,3 +205,51 @@ async def test_stop_is_bounded_when_the_model_hangs() -> None:
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 2)
     assert all(isinstance(r, InferenceError) for r in results)
     model.release.set()
+
+
+async def test_a_lone_text_at_light_load_runs_on_the_event_loop() -> None:
+    model = Model()
+    batcher = await started(model, inline_max_ms=50)
+    rows = [await submit(batcher, t) for t in ("a", "bb", "ccc")]
+    await batcher.stop()
+    # The first one-text call is timed in the model thread; once one-text calls are known to be fast, lone texts
+    # skip the hand-off.
+    assert where(model) == ["model", "loop", "loop"]
+    assert [int(r[0]) for r in rows] == [1, 2, 3]
+
+
+async def test_after_a_full_batch_lone_texts_stay_in_the_model_thread_until_the_load_falls() -> None:
+    model = Model()
+    batcher = await started(model, max_batch_size=8, inline_max_ms=50)
+    await submit(batcher, "a")
+    await asyncio.gather(*batcher.enqueue(["b"] * 8))  # queued together: one call of 8 texts
+    for _ in range(10):
+        await submit(batcher, "c")
+    await batcher.stop()
+    assert [len(b) for b in model.batches] == [1, 8] + [1] * 10
+    # The batch of 8 lifts the average to 2.4 texts per call; each lone text then lowers it by a fifth of the way to
+    # 1, and below 1.5 (after five) lone texts run on the loop again.
+    assert where(model) == ["model", "model"] + ["model"] * 5 + ["loop"] * 5
+
+
+@pytest.mark.parametrize(("delay", "inline_max_ms"), [(0.02, 10), (0.0, 0)], ids=["slow-model", "off"])
+async def test_a_slow_model_or_a_zero_bound_keeps_every_call_in_the_model_thread(
+    delay: float, inline_max_ms: float
+) -> None:
+    model = Model(delay=delay)
+    batcher = await started(model, inline_max_ms=inline_max_ms)
+    for t in ("a", "bb", "ccc"):
+        await submit(batcher, t)
+    await batcher.stop()
+    assert where(model) == ["model"] * 3
+
+
+async def test_a_failing_inline_call_fails_its_caller_only() -> None:
+    model = Model(poison={"bad"})
+    batcher = await started(model, inline_max_ms=50)
+    await submit(batcher, "a")
+    with pytest.raises(InferenceError, match="inference failed"):
+        await submit(batcher, "bad")
+    assert int((await submit(batcher, "ccc"))[0]) == 3
+    await batcher.stop()
+    assert where(model) == ["model", "loop", "loop"]

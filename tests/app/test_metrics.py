@@ -19,6 +19,7 @@ EXPECTED = {
     "intent_inference_duration_seconds": ("histogram", {"backend"}),
     "intent_queue_wait_seconds": ("histogram", set()),
     "intent_batch_size": ("histogram", set()),
+    "intent_inline_batches": ("counter", set()),
     "intent_predictions": ("counter", {"intent"}),
     "intent_oos": ("counter", {"reason"}),
     "intent_inflight_requests": ("gauge", set()),
@@ -83,6 +84,23 @@ async def test_counts_move(tiny_package: Path) -> None:
     assert delta("intent_queue_wait_seconds_count") == 5
     assert delta("intent_inference_duration_seconds_count", backend="onnx-int8") >= 3
     assert value(after, "intent_inflight_requests") == 1.0  # only the scrape itself is in flight
+
+
+@pytest.mark.parametrize(("backend", "inline"), [("onnx-int8", 3), ("fake", 0)])
+async def test_lone_requests_run_on_the_event_loop_and_are_counted(
+    tiny_package: Path, manifest_only_package: Path, backend: str, inline: int
+) -> None:
+    package = manifest_only_package if backend == "fake" else tiny_package
+    async with running_app(package, backend, inline_max_ms=50) as (client, _):
+        before = (await client.get("/metrics")).text
+        for text in ("transfer money", "set a timer", "is it sunny", "send money"):
+            assert (await client.post("/classify", json={"text": text})).status_code == 200
+        assert (await client.post("/classify/batch", json={"texts": ["a", "b", "c"]})).status_code == 200
+        after = (await client.get("/metrics")).text
+    # The first call is timed in the model thread, the next three run inline, the batch of three does not; the fake
+    # backend, which tests hold and slow, never runs on the loop.
+    assert value(after, "intent_inline_batches_total") - value(before, "intent_inline_batches_total") == inline
+    assert value(after, "intent_batch_size_count") - value(before, "intent_batch_size_count") == 5
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
