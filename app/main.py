@@ -8,6 +8,7 @@ lifespan does, when the server starts.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,9 @@ def create_app(
             configure_logging(settings.log_level, settings.log_format)
         if tracing is not None:
             tracing.start()  # here, not in create_app: in the serving process, after any fork
+        gc_thresholds = gc.get_threshold()
+        if settings.gc_full_after:
+            gc.set_threshold(*gc_thresholds[:2], settings.gc_full_after)
         runtime = classifier or IntentClassifier.load(settings, metrics)
         runtime.set_info(1)
         await runtime.batcher.start()
@@ -68,6 +72,7 @@ def create_app(
             await app.state.classifier.batcher.stop(settings.shutdown_timeout_s)
             if tracing is not None:
                 tracing.shutdown(settings.trace_flush_timeout_s)  # exports the spans still buffered
+            gc.set_threshold(*gc_thresholds)
             logger.info("stopped")
 
     # /docs and /redoc with Swagger UI and ReDoc served from the installed package: no CDN, so they work offline.

@@ -3,6 +3,7 @@ importing the app loads no model, and /docs and /redoc work without internet."""
 
 from __future__ import annotations
 
+import gc
 import re
 import subprocess
 import sys
@@ -64,6 +65,19 @@ async def test_lifespan_loads_the_configured_package(tiny_package: Path) -> None
         assert app.state.ready
         assert app.state.classifier.manifest.name == "tiny-bert"
     assert not app.state.ready
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("full_after", [77, 0])
+async def test_full_collections_are_set_apart_while_serving_and_restored_after(
+    manifest_only_package: Path, full_after: int
+) -> None:
+    before = gc.get_threshold()
+    app = create_app(Settings(model_dir=manifest_only_package, backend="fake", gc_full_after=full_after))
+    async with app.router.lifespan_context(app):
+        serving = gc.get_threshold()
+    assert serving == ((*before[:2], full_after) if full_after else before)
+    assert gc.get_threshold() == before
 
 
 @pytest.mark.parametrize(
