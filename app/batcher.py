@@ -230,7 +230,7 @@ class MicroBatcher:
         return timing
 
     def _timed(self, texts: list[str], timing: BatchTiming) -> Sequence[Any]:
-        """The model call of a traced batch, in the model thread: `predict` marks where tokenization ends."""
+        """The model call of a traced batch, wherever it runs: `predict` marks where tokenization ends."""
         timing.start_ns = time.time_ns()
         try:
             return self.predict(texts, timing)

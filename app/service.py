@@ -27,7 +27,7 @@ REASONS = {0: None, 1: "oos_label", 2: "low_confidence"}
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    """One text's outcome: made for a whole batch at once, in the model thread, so the event loop only reads it."""
+    """One text's outcome: made for a whole batch at once, with the model call, so the event loop only reads it."""
 
     label: int  # index of the answered label (the oos label when out of scope)
     reason: int  # 0 in scope, 1 arg-max is the oos label, 2 oos score under the threshold
