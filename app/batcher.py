@@ -183,7 +183,7 @@ class MicroBatcher:
         """Whether a call for this many texts runs on the event loop: one text, nothing queued, light load, fast model.
 
         At one connection the hand-off to the model thread and back, and the model running on a core other than the
-        one that just parsed the request, cost about 0.2-0.3 ms of a 2 ms answer (docs/experiments.md). Under load
+        one that just parsed the request, cost about 0.2 ms of a 2 ms answer (docs/experiments.md). Under load
         the thread keeps the loop free to parse the next batch while the model runs, so only a lone text at light
         load, on a model whose one-text calls have been within `inline_max`, runs on the loop.
         """

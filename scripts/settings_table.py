@@ -38,7 +38,7 @@ MEANINGS: dict[str, str] = {
     "runs form the next batch anyway); a lone request never waits",
     "inline_max_ms": "a lone text at light load (recent model calls averaged under 1.5 texts) runs on the event "
     "loop instead of the model thread when one-text calls have taken at most this long: no hand-off between "
-    "threads, 0.2-0.3 ms less at one connection; the loop answers nothing else meanwhile. 0 = always the thread",
+    "threads, about 0.2 ms less at one connection; the loop answers nothing else meanwhile. 0 = always the thread",
     "gc_full_after": "middle-generation garbage collections between two full ones (the third value of CPython's "
     "`gc.set_threshold`; CPython's own is 10): fewer full passes over the objects of many open connections, "
     "each of which stops the event loop; 0 = CPython's setting",

@@ -30,14 +30,14 @@ class Settings(BaseSettings):
     # 0: no fixed wait. Texts that arrive while the model runs form the next batch anyway; a fixed wait only
     # delays the callers (measured: 2 ms cut req/s by 20-40% at 8-32 connections, docs/experiments.md).
     max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
-    # Room for one request per connection of a 1,000-connection burst (about 1 s of queue for a 6-layer int8 model
-    # on 2 cores): refusing instead, to closed-loop clients that retry at once, spends the loop on 429s.
     # A lone text at light load runs on the event loop when one-text calls take at most this long: at one connection
-    # that saved 0.2-0.3 ms of a 1.8-2.8 ms answer (docs/experiments.md). The bound caps how long the loop is busy.
+    # that saved about 0.2 ms of a 1.9-2.5 ms answer (docs/experiments.md). The bound caps how long the loop is busy.
     inline_max_ms: float = Field(default=3.0, ge=0.0, le=50.0)
     # Each full collection scans every tracked object: with 10,000 connections open that is 474,000 objects and
-    # passes of 70-250 ms that free nothing, one each time the old objects grow by a quarter (docs/experiments.md).
+    # passes of 68-219 ms that free nothing, one each time the old objects grow by a quarter (docs/experiments.md).
     gc_full_after: int = Field(default=100, ge=0, le=1_000_000)
+    # Room for one request per connection of a 1,000-connection burst (about 1 s of queue for a 6-layer int8 model
+    # on 2 cores): refusing instead, to closed-loop clients that retry at once, spends the loop on 429s.
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for the model; beyond it 429")
     request_timeout_ms: float = Field(default=5000.0, gt=0.0, description="queue wait + inference; beyond it 504")
     shutdown_timeout_s: float = Field(default=20.0, gt=0.0, description="bound on draining accepted requests")
