@@ -83,6 +83,12 @@ class _Sweep:
 
 def _sweep(logits: np.ndarray, gold: list[str], manifest: Manifest, score: OosScore) -> _Sweep:
     """In-scope accuracy and oos recall at every distinct threshold of `score`."""
+    oos = manifest.labels.index(manifest.oos_label)
+    return sweep_evidence(logits, gold, manifest, oos_score(logits, oos, score))
+
+
+def sweep_evidence(logits: np.ndarray, gold: list[str], manifest: Manifest, in_scope_evidence: np.ndarray) -> _Sweep:
+    """In-scope accuracy and oos recall at every distinct threshold of any per-query score (higher = in scope)."""
     # A query is refused when its arg-max is the oos label (no threshold changes that) or its score is under
     # the threshold. Raising the threshold refuses the lowest-scoring answered queries first, so in-scope
     # accuracy can only fall and oos recall only rise. Cuts fall only between distinct score values, as the
@@ -96,7 +102,7 @@ def _sweep(logits: np.ndarray, gold: list[str], manifest: Manifest, score: OosSc
     if n_in == 0 or n_oos == 0:
         raise ValueError("the split needs both in-scope and oos queries to trace a frontier")
     answered = best != oos
-    evidence = oos_score(logits, oos, score)[answered]
+    evidence = np.asarray(in_scope_evidence, dtype=np.float64)[answered]
     order = np.argsort(evidence, kind="stable")
     ev = evidence[order]
     correct = ((best == y) & ~is_oos)[answered][order]

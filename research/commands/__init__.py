@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from research.commands import frontier, seeds
+from research.commands import feature_scores, frontier, seeds
 
-COMMANDS: dict[str, ModuleType] = {"frontier": frontier, "seeds": seeds}
+COMMANDS: dict[str, ModuleType] = {"frontier": frontier, "feature-scores": feature_scores, "seeds": seeds}

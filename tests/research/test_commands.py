@@ -13,9 +13,9 @@ from research.frontier import FrontierConfig
 from research.seeds import SeedStudyConfig
 
 
-@pytest.mark.parametrize("name", ["frontier", "seeds"])
+@pytest.mark.parametrize("name", ["frontier", "feature-scores", "seeds"])
 def test_help_of_every_command(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert list(COMMANDS) == ["frontier", "seeds"]
+    assert list(COMMANDS) == ["frontier", "feature-scores", "seeds"]
     with pytest.raises(SystemExit) as exc:
         main([name, "--help"])
     assert exc.value.code == 0
