@@ -16,17 +16,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from app.backends.base import load_backend
-from app.backends.onnx import OnnxBackend
 from app.decision import OOS_SCORES, oos_score
 from app.package import Manifest, PackageError
 from compression.data import ClincData
 from research.frontier import sweep_evidence
 from research.seeds.scores import oos_auroc
+
+if TYPE_CHECKING:
+    from app.backends.onnx import OnnxBackend
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +184,8 @@ def run_feature_scores(cfg: FeatureScoresConfig, data: ClincData) -> tuple[Manif
     """Logits and first-token states on train, validation and test; one row per logit and feature score."""
     if cfg.backend not in ("onnx", "onnx-int8"):
         raise ValueError(f"feature scores read the ONNX graph: choose onnx or onnx-int8, not {cfg.backend!r}")
+    from app.backends.onnx import OnnxBackend  # onnxruntime only when the diagnostic runs
+
     backend = load_backend(cfg.backend, cfg.package, cfg.num_threads)
     assert isinstance(backend, OnnxBackend)
     manifest = backend.manifest

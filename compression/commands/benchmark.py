@@ -54,9 +54,10 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
 def run(args: argparse.Namespace) -> int:
     """Benchmark, write the reports and print the Markdown table."""
     from compression.benchmark import format_markdown, run_benchmark, write_reports
+    from compression.benchmark.config import find_packages
 
     cfg = config_from_args(args)
-    data = data_from_args(args)
+    data = data_from_args(args, *(cfg.packages or (find_packages(cfg.artifacts) if cfg.artifacts.is_dir() else ())))
     report = run_benchmark(cfg, data.test, data.source)
     paths = write_reports(report, cfg.output_dir)
     print(format_markdown(report))

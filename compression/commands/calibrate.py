@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     """Calibrate the package's oos rule on validation."""
     from compression.calibrate import calibrate
 
-    calibrate(config_from_args(args), data_from_args(args).validation)
+    calibrate(config_from_args(args), data_from_args(args, args.package).validation)
     return 0

@@ -19,15 +19,41 @@ class UsageError(Exception):
     """A bad combination of arguments: the CLI prints its usage and the message, and exits with code 2."""
 
 
-def data_from_args(args: argparse.Namespace) -> ClincData:
-    """The --data source with --oos-label and --domains; a bad file ends the command with one line, not a traceback."""
+def data_from_args(args: argparse.Namespace, *packages: Path) -> ClincData:
+    """The --data source with --oos-label and --domains; a bad file, or one with intents one of `packages` does not
+    know, ends the command with one line, not a traceback."""
     from compression.data import load_data as load
 
     try:
-        return load(args.data, oos_label=args.oos_label, domains_file=args.domains)
+        data = load(args.data, oos_label=args.oos_label, domains_file=args.domains)
     except (ValueError, OSError) as exc:
         prog = getattr(args, "prog", "python -m compression")
         raise SystemExit(f"{prog}: error: --data: {exc}") from None
+    check_package_labels(args, data, *packages)
+    return data
+
+
+def check_package_labels(args: argparse.Namespace, data: ClincData, *packages: Path) -> None:
+    """End the command with one line when --data has intents a package does not know (it was built on other data)."""
+    from app.package import PackageError, read_manifest
+
+    prog = getattr(args, "prog", "python -m compression")
+    gold = {*data.train.labels, *data.validation.labels, *data.test.labels}
+    for package in packages:
+        try:
+            manifest = read_manifest(package)
+        except PackageError:
+            continue  # the command's own check names what is wrong with the package
+        unknown = sorted(gold - set(manifest.labels))
+        if not unknown:
+            continue
+        hint = f"use a package with the data it was built from (its manifest: {manifest.source.get('dataset')})"
+        if data.oos_label in unknown:
+            hint += f"; its out-of-scope label is {manifest.oos_label!r}, the data's {data.oos_label!r}"
+        raise SystemExit(
+            f"{prog}: error: --data {data.source} has {len(unknown)} label(s) that {package} does not know "
+            f"({', '.join(repr(u) for u in unknown[:3])}{', ...' if len(unknown) > 3 else ''}); {hint}"
+        )
 
 
 def add_package_arg(p: argparse.ArgumentParser) -> None:

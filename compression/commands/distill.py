@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     for out in output_dirs(cfg.output_dir, args.baseline):
         check_output_dir(out)  # before hours of training, not after
-    data = data_from_args(args)
+    data = data_from_args(args, cfg.teacher_dir)
     for package in distill_student(cfg, data, args.trials, args.trial_fraction, args.baseline):
         if not args.no_finish:
             finish_package(package, data, num_threads=args.num_threads or 0, **quant_settings(args))

@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate the package and print the table."""
     from compression.evaluate import evaluate, format_table
 
-    print(format_table(evaluate(config_from_args(args), data_from_args(args).test)))
+    print(format_table(evaluate(config_from_args(args), data_from_args(args, args.package).test)))
     return 0

@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     """Finish one package (e.g. one trained with --no-finish on a GPU machine without optimum)."""
     if not (args.package / "manifest.json").is_file():
         raise SystemExit(f"finish: no model package at {args.package} (pass --package PACKAGE_DIR)")
-    finish_package(args.package, data_from_args(args), num_threads=args.num_threads, **quant_settings(args))
+    finish_package(
+        args.package, data_from_args(args, args.package), num_threads=args.num_threads, **quant_settings(args)
+    )
     return 0
 
 

@@ -95,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
     from compression.packaging import check_output_dir
     from compression.prune import prune
 
-    data = data_from_args(args)
     if not (Path(args.model) / "manifest.json").is_file():
         raise SystemExit(f"prune: no model package at {args.model} (run `python -m compression distill` first)")
     if args.distill_from is not None and not (Path(args.distill_from) / "manifest.json").is_file():
@@ -106,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.validate()
     except ValueError as exc:
         raise SystemExit(f"prune: {exc}") from exc
+    data = data_from_args(args, *(Path(p) for p in (args.model, args.distill_from) if p is not None))
     package = prune(cfg, data)
     if not args.no_finish:
         finish_package(package, data, num_threads=args.num_threads or 0, **quant_settings(args))

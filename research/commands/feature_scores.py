@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from research.feature_scores import format_feature_scores, run_feature_scores
 
     cfg = config_from_args(args)
-    manifest, rows = run_feature_scores(cfg, data_from_args(args))
+    manifest, rows = run_feature_scores(cfg, data_from_args(args, cfg.package))
     table = format_feature_scores(manifest, rows, cfg)
     print(table)
     if args.output:

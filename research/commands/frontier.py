@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from research.frontier import format_frontier, run_frontier
 
     cfg = config_from_args(args)
-    data = data_from_args(args)
+    data = data_from_args(args, *cfg.packages)
     table = format_frontier(run_frontier(cfg, {"validation": data.validation, "test": data.test}), cfg)
     print(table)
     if args.output:

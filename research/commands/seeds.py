@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         try:
-            study = run_study(cfg, data_from_args(args))  # validates first, then trains
+            study = run_study(cfg, data_from_args(args, cfg.teacher_dir))  # validates first, then trains
         except ValueError as exc:
             raise SystemExit(f"seeds: {exc}") from exc
     print(format_report(study))

@@ -182,6 +182,63 @@ def test_missing_files_and_labels_are_one_line_too(tmp_path: Path, clinc_json: P
         load_data(str(write(tmp_path / "one.csv", "text,label\nhi,a\nyo,b\nhey,b\n")))
 
 
+OTHER_INTENTS = "text,label\n" + "".join(
+    f"{w} {i},{lab}\n"
+    for i in range(12)
+    for w, lab in [
+        ("wake me at", "alarm"),
+        ("play some", "music"),
+        ("what is my balance", "balance"),
+        ("tell me a joke", "oos"),
+    ]
+)
+# Every command that runs a package on --data, with the package in each of its places.
+PACKAGE_COMMANDS = [
+    ("compression", ["evaluate", "--package", "{pkg}"]),
+    ("compression", ["calibrate", "--package", "{pkg}"]),
+    ("compression", ["finish", "--package", "{pkg}"]),
+    ("compression", ["benchmark", "--packages", "{pkg}", "--output-dir", "{tmp}/reports"]),
+    ("compression", ["benchmark", "--artifacts", "{root}", "--output-dir", "{tmp}/reports"]),
+    ("compression", ["distill", "--teacher", "{pkg}", "--output-dir", "{tmp}/student"]),
+    ("compression", ["prune", "--model", "{pkg}", "--output-dir", "{tmp}/pruned"]),
+    ("research", ["frontier", "{pkg}"]),
+    ("research", ["feature-scores", "{pkg}"]),
+    ("research", ["seeds", "--teacher", "{pkg}", "--output-dir", "{tmp}/seeds"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("cli", "argv"), PACKAGE_COMMANDS, ids=[" ".join(a[:2]).replace(" {pkg}", "") for _, a in PACKAGE_COMMANDS]
+)
+def test_a_package_on_data_with_other_intents_ends_with_one_line(
+    package_copy: Path, tmp_path: Path, cli: str, argv: list[str]
+) -> None:
+    from research.cli import main as research_main
+
+    data = write(tmp_path / "mine.csv", OTHER_INTENTS)
+    before = {p.name: p.stat().st_mtime_ns for p in package_copy.iterdir()}
+    args = [a.format(pkg=package_copy, tmp=tmp_path, root=package_copy.parent) for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        (main if cli == "compression" else research_main)(["--data", str(data), *args])
+    message = exc.value.code
+    assert isinstance(message, str)
+    assert "\n" not in message
+    assert message.startswith(f"python -m {cli}: error: --data {data} has 2 label(s) that ")
+    assert "('alarm', 'music')" in message
+    assert "its manifest: synthetic" in message  # where the package's own data came from
+    # Nothing was trained, written or changed before the command stopped.
+    assert {p.name: p.stat().st_mtime_ns for p in package_copy.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.csv", "package"]
+
+
+def test_the_message_names_the_out_of_scope_labels_when_they_differ(package_copy: Path, tmp_path: Path) -> None:
+    known = OTHER_INTENTS.replace(",alarm", ",balance").replace(",music", ",balance")
+    data = write(tmp_path / "mine.csv", known.replace(",oos", ",none"))
+    message = fail_line(["--data", str(data), "--oos-label", "none", "evaluate", "--package", str(package_copy)])
+    assert "has 1 label(s)" in message
+    assert "its out-of-scope label is 'oos', the data's 'none'" in message
+
+
 def test_clinc150_keeps_its_domains_unless_a_file_is_given(clinc_json: Path, tmp_path: Path) -> None:
     assert load_data(str(clinc_json)).domains["banking"] == ["balance", "transfer"]
     mine = write(tmp_path / "domains.json", json.dumps({"money": ["balance", "transfer"]}))
