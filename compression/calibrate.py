@@ -161,7 +161,9 @@ def choose_rule(
 def calibrate(cfg: CalibrateConfig, validation: Split) -> float:
     """Write the chosen oos_score and oos_threshold into the package manifest and return the threshold."""
     manifest = read_manifest(cfg.package_dir)
-    backend_name = cfg.backend if cfg.backend in manifest.backends else "torch"
+    # The configured backend, else torch (the fp32 logits), else what the package has (a shipped onnx-int8 folder).
+    prefer = (cfg.backend, "torch", *manifest.backends)
+    backend_name = next((b for b in prefer if b in manifest.backends), cfg.backend)
     backend = load_backend(backend_name, cfg.package_dir, cfg.num_threads)
     logits = split_logits(backend, validation, 64, desc="calibrate")
     score, threshold, s, candidates = choose_rule(logits, validation.labels, manifest, cfg)

@@ -65,6 +65,7 @@ def main(
     for name in loggers:
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
 
+    from app.package import PackageError
     from compression.base_models import BaseModelError
     from compression.packaging import OutputDirError
 
@@ -73,4 +74,9 @@ def main(
     except UsageError as exc:  # a bad combination of options: usage and exit code 2, as argparse reports
         parser.error(str(exc))
     except (BaseModelError, OutputDirError) as exc:  # a missing base encoder, a folder not to overwrite: one line
+        raise SystemExit(f"{args.command}: {exc}") from None
+    except (PackageError, FileNotFoundError) as exc:
+        # A package or file that is not there or not whole: the message says what to run; --verbose keeps the trace.
+        if args.verbose:
+            raise
         raise SystemExit(f"{args.command}: {exc}") from None

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from app.backends.base import Backend, load_backend
 from app.decision import OosScore, decide
-from app.package import BackendMetrics, Manifest, package_size_mb, read_manifest, update_manifest
+from app.package import BackendMetrics, Manifest, PackageError, package_size_mb, read_manifest, update_manifest
 from compression.data import Split
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,10 @@ def evaluate(cfg: EvalConfig, test: Split) -> dict[str, dict[str, float]]:
     manifest = read_manifest(cfg.package_dir)
     queries = latency_queries(test)
     results: dict[str, dict[str, float]] = {}
+    if not set(cfg.backends) & set(manifest.backends):
+        raise PackageError(
+            f"none of the backends {list(cfg.backends)} is in package {cfg.package_dir} (it has {manifest.backends})"
+        )
     for name in cfg.backends:
         if name not in manifest.backends:
             logger.warning("skipping %s: not in package %s", name, cfg.package_dir)

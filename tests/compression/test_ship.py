@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.backends.base import load_backend
-from app.package import PackageError, read_manifest
+from app.package import PackageError, read_manifest, verify_package
 from compression.cli import main
 from tests.conftest import synthetic_split
 
@@ -46,3 +46,52 @@ def test_ship_refuses_a_damaged_package_and_an_unknown_backend(package_copy: Pat
     with pytest.raises(SystemExit, match="ship: sha256 mismatch"):
         main(["ship", "--package", str(package_copy), "--output-dir", str(tmp_path / "b")])
     assert not (tmp_path / "b").exists()
+
+
+def shipped(tiny_package: Path, tmp_path: Path) -> Path:
+    """The tiny package shipped as an onnx-int8-only folder, as `models/clinc150-minilm` is."""
+    out = tmp_path / "models" / "tiny"
+    assert main(["ship", "--package", str(tiny_package), "--output-dir", str(out)]) == 0
+    return out
+
+
+def test_a_shipped_package_is_recalibrated_on_the_backend_it_has(
+    tiny_package: Path, tmp_path: Path, clinc_json: Path
+) -> None:
+    from compression.calibrate import CalibrateConfig, choose_rule
+    from compression.data import load_clinc
+    from compression.evaluate import split_logits
+
+    out = shipped(tiny_package, tmp_path)
+    assert main(["--data", str(clinc_json), "calibrate", "--package", str(out), "--objective", "balanced"]) == 0
+    manifest = read_manifest(out)
+    assert manifest.source["calibration"]["backend"] == "onnx-int8"
+    validation = load_clinc(str(clinc_json)).validation
+    logits = split_logits(load_backend("onnx-int8", out), validation, 64)
+    score, threshold, _, _ = choose_rule(logits, validation.labels, manifest, CalibrateConfig(objective="balanced"))
+    assert (manifest.oos_score, manifest.oos_threshold) == (score, threshold)
+    verify_package(out, "onnx-int8")  # the recalibrated folder still verifies for what it serves
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["benchmark", "--packages", "{tmp}/nothing"], "benchmark: model package directory not found: "),
+        (["evaluate", "--package", "{pkg}", "--backends", "torch", "onnx"], "evaluate: none of the backends"),
+        (["export", "--package", "{pkg}"], "export: {pkg}/model.safetensors missing: run `python -m compression"),
+        (["quantize", "--package", "{pkg}"], "quantize: {pkg}/model.onnx missing: run `python -m compression export"),
+    ],
+    ids=["no-package", "no-backend", "no-weights", "no-graph"],
+)
+def test_a_package_without_what_a_command_needs_ends_it_with_one_line(
+    tiny_package: Path, tmp_path: Path, clinc_json: Path, argv: list[str], fragment: str
+) -> None:
+    out = shipped(tiny_package, tmp_path)
+    args = ["--data", str(clinc_json), *(a.format(pkg=out, tmp=tmp_path) for a in argv)]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert isinstance(exc.value.code, str)
+    assert "\n" not in exc.value.code
+    assert exc.value.code.startswith(fragment.format(pkg=out, tmp=tmp_path))
+    with pytest.raises((PackageError, FileNotFoundError)):  # --verbose keeps the traceback
+        main(["--verbose", *args])
