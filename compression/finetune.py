@@ -92,15 +92,14 @@ def load_classifier(model_id: str, labels: list[str]) -> tuple[Any, Any]:
     """Load tokenizer + a sequence classifier head over `labels` from an HF id or local dir."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from compression.base_models import BaseModelError, install_hint, lookup, resolve_base_model
+    from compression.base_models import BaseModelError, install_hint, resolve_base_model
 
     resolved = resolve_base_model(model_id)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
-    except OSError as exc:
-        if lookup(model_id) is None and not Path(model_id).exists():
-            raise
-        raise BaseModelError(f"cannot load base model {model_id!r} ({exc}); {install_hint(model_id)}") from None
+    except (OSError, ValueError) as exc:  # no such folder, no hub, or a name no hub could hold (HFValidationError)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # HF's messages run over several lines
+        raise BaseModelError(f"cannot load base model {model_id!r} ({reason}); {install_hint(model_id)}") from None
     model_id = resolved
     if not tokenizer.is_fast:
         raise ValueError(f"{model_id} has no fast tokenizer (tokenizer.json); the service needs one")

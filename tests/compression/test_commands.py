@@ -118,6 +118,30 @@ def test_usage_errors_exit_2_with_the_message(capsys: pytest.CaptureFixture[str]
     assert "error: --augment-copies must be >= 0 and --augment-prob in [0, 0.5)" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["calibrate", "--max-in-scope-loss", "5"],
+            "--max-in-scope-loss is a share of in-scope accuracy in [0, 1), got 5",
+        ),
+        (["calibrate", "--max-in-scope-loss", "-0.1"], "in [0, 1), got -0.1"),
+        (["evaluate", "--latency-runs", "0"], "--latency-runs must be at least 1, got 0"),
+        (["evaluate", "--num-threads", "-2"], "--num-threads must be at least 0, got -2"),
+        (["benchmark", "--latency-runs", "0"], "--latency-runs must be at least 1, got 0"),
+        (["benchmark", "--warmup-runs", "-1"], "--warmup-runs must be at least 0, got -1"),
+        (["benchmark", "--rounds", "0"], "--rounds must be at least 1, got 0"),
+    ],
+)
+def test_out_of_range_options_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_cli_and_its_parsers_import_no_torch() -> None:
     code = (
         "import sys, compression.cli, research.cli\n"
