@@ -19,21 +19,29 @@ class OutputDirError(ValueError):
     """A package would be written over a folder that is not a package."""
 
 
-def check_output_dir(out_dir: Path) -> None:
-    """Writing a package replaces its folder: refuse one holding anything but a package, before any work."""
+def check_output_dir(out_dir: Path, *reads: Path | str | None) -> None:
+    """Writing a package replaces its folder: refuse one holding anything but a package, or one that is, holds or
+    sits inside a folder the command must keep (`reads`: a teacher, a package being shipped), before any work."""
     out_dir = Path(out_dir)
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise OutputDirError(f"output folder {out_dir} is a file; choose a folder for the package")
-    entries = list(out_dir.iterdir())
-    folders = sorted(e.name for e in entries if e.is_dir())
-    if entries and (folders or not (out_dir / MANIFEST).is_file()):
-        what = f"folders ({', '.join(folders[:3])})" if folders else "files and no manifest.json"
-        raise OutputDirError(
-            f"output folder {out_dir} holds {what}: it is not a package, and writing a package replaces its "
-            f"folder; choose a new or empty folder (e.g. {out_dir / 'my-package'}) or a package to replace"
-        )
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise OutputDirError(f"output folder {out_dir} is a file; choose a folder for the package")
+        entries = list(out_dir.iterdir())
+        folders = sorted(e.name for e in entries if e.is_dir())
+        if entries and (folders or not (out_dir / MANIFEST).is_file()):
+            what = f"folders ({', '.join(folders[:3])})" if folders else "files and no manifest.json"
+            raise OutputDirError(
+                f"output folder {out_dir} holds {what}: it is not a package, and writing a package replaces its "
+                f"folder; choose a new or empty folder (e.g. {out_dir / 'my-package'}) or a package to replace"
+            )
+    target = out_dir.resolve()
+    for source in (Path(r) for r in reads if r is not None and Path(r).is_dir()):
+        src = source.resolve()
+        if target == src or target.is_relative_to(src) or src.is_relative_to(target):
+            raise OutputDirError(
+                f"output folder {out_dir} overlaps {source}, which this command reads and must keep: writing the "
+                f"new package would replace it; choose another output folder"
+            )
 
 
 def save_torch_package(

@@ -41,7 +41,7 @@ def ship(cfg: ShipConfig) -> Path:
     manifest = verify_package(cfg.package_dir, cfg.backend)  # never ship a package that fails its own hashes
     wanted = [*REGISTRY[cfg.backend].weights, TOKENIZER_FILE, *OPTIONAL_FILES, *DESCRIPTIVE_FILES]
     out = Path(cfg.output_dir)
-    check_output_dir(out)
+    check_output_dir(out, cfg.package_dir)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     for out in output_dirs(cfg.output_dir, args.baseline):
-        check_output_dir(out)  # before hours of training, not after
+        check_output_dir(out, cfg.teacher_dir)  # before hours of training, not after; never over the teacher
     data = data_from_args(args, cfg.teacher_dir)
     for package in distill_student(cfg, data, args.trials, args.trial_fraction, args.baseline):
         if not args.no_finish:

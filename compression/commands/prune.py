@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.distill_from is not None and not (Path(args.distill_from) / "manifest.json").is_file():
         raise SystemExit(f"prune: no teacher package at {args.distill_from} (--distill-from)")
     cfg = config_from_args(args)
-    check_output_dir(cfg.output_dir)  # before the pruning run, not after
+    check_output_dir(cfg.output_dir, args.distill_from)  # before the pruning run, not after; never over the teacher
     try:
         cfg.validate()
     except ValueError as exc:

@@ -68,3 +68,35 @@ def test_absent_empty_and_package_folders_may_be_written(workspace: Path, tmp_pa
         check_output_dir(tmp_path / "loose")
     with pytest.raises(OutputDirError, match="is a file"):
         check_output_dir(workspace / "notes.txt")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ship", "--package", "{ws}/teacher", "--output-dir", "{ws}/teacher"],
+        ["ship", "--package", "{ws}/teacher", "--output-dir", "{ws}/teacher/slim"],
+        ["distill", "--teacher", "{ws}/teacher", "--output-dir", "{ws}/teacher"],
+        ["distill", "--teacher", "{ws}/teacher", "--output-dir", "{ws}/teacher/student"],
+        ["prune", "--model", "{ws}/teacher", "--distill-from", "{ws}/teacher", "--output-dir", "{ws}/teacher"],
+    ],
+    ids=[
+        "ship-onto-itself",
+        "ship-inside-itself",
+        "distill-onto-teacher",
+        "distill-inside-teacher",
+        "prune-onto-teacher",
+    ],
+)
+def test_no_command_writes_over_the_package_it_must_keep(workspace: Path, argv: list[str]) -> None:
+    before = {p.relative_to(workspace): p.stat().st_mtime_ns for p in workspace.rglob("*")}
+    with pytest.raises(SystemExit) as exc:
+        main([a.format(ws=workspace) for a in argv])
+    assert f"overlaps {workspace / 'teacher'}, which this command reads and must keep" in str(exc.value)
+    assert {p.relative_to(workspace): p.stat().st_mtime_ns for p in workspace.rglob("*")} == before
+
+
+def test_a_package_may_be_rebuilt_in_place_from_itself(workspace: Path) -> None:
+    check_output_dir(workspace / "teacher")  # nothing to keep: prune --model X --output-dir X replaces X
+    check_output_dir(workspace / "teacher2", workspace / "teacher", None)  # a sibling folder is fine
+    with pytest.raises(OutputDirError, match="overlaps"):
+        check_output_dir(workspace / "teacher" / "new", workspace / "teacher")  # a new folder inside it
