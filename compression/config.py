@@ -36,6 +36,22 @@ class FinetuneConfig:
     # on CPUs with avx512_bf16; its accuracy is measured per recipe (docs/compression.md), not assumed.
     bf16: bool = False
 
+    def validate(self) -> None:
+        """A ValueError naming the first option out of range, before any model is loaded."""
+        checks = [
+            ("epochs", self.epochs > 0, "> 0"),
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            ("max_length", self.max_length >= 4, ">= 4 (the special tokens and a word)"),
+            ("max_train_samples", self.max_train_samples is None or self.max_train_samples >= 1, ">= 1"),
+            ("num_threads", self.num_threads is None or self.num_threads >= 0, ">= 0"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
+
 
 PRESETS: dict[str, dict[str, float | int | str | bool | None]] = {
     # quick: <= 10 min on 2 cores end to end (train, export, quantize, calibrate, evaluate).

@@ -96,7 +96,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
-    """The DistillConfig the options describe; out-of-range augmentation settings are usage errors."""
+    """The DistillConfig the options describe; out-of-range settings (augmentation, KD, layers) are usage errors."""
     from compression.augment import AugmentConfig
     from compression.distill import DistillConfig
 
@@ -109,7 +109,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         p_swap=args.augment_prob,
         seed=args.seed,
     )
-    return DistillConfig(
+    cfg = DistillConfig(
         teacher_dir=args.teacher,
         student=args.student,
         student_layers=args.student_layers,
@@ -126,6 +126,11 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         logits_cache=args.logits_cache,
         augment=augment,
     )
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:

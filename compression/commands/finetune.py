@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from compression.commands.common import data_from_args
+from compression.commands.common import UsageError, data_from_args
 from compression.config import PRESETS, FinetuneConfig
 
 HELP = "fine-tune a base encoder into a package"
@@ -44,6 +44,10 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         value = getattr(args, f.name, None)
         if value is not None:
             setattr(cfg, f.name, Path(value) if f.name == "output_dir" else value)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return cfg
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -131,6 +132,16 @@ def test_usage_errors_exit_2_with_the_message(capsys: pytest.CaptureFixture[str]
         (["benchmark", "--latency-runs", "0"], "--latency-runs must be at least 1, got 0"),
         (["benchmark", "--warmup-runs", "-1"], "--warmup-runs must be at least 0, got -1"),
         (["benchmark", "--rounds", "0"], "--rounds must be at least 1, got 0"),
+        (["finetune", "--epochs", "0"], "--epochs must be > 0, got 0.0"),
+        (["finetune", "--learning-rate", "-1"], "--learning-rate must be > 0, got -1.0"),
+        (["build", "--preset", "quick", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["finetune", "--max-length", "2"], "--max-length must be >= 4"),
+        (["distill", "--alpha", "1.5"], "--alpha weighs the label loss against the teacher's: it must be in [0, 1]"),
+        (["distill", "--temperature", "0"], "--temperature must be > 0, got 0.0"),
+        (["distill", "--epochs", "-1"], "--epochs must be > 0, got -1.0"),
+        (["distill", "--student", "layers:1,1"], "--student '1,1': give distinct layer indices"),
+        (["distill", "--student", "layers:"], "--student '': give distinct layer indices"),
+        (["distill", "--student", "x", "--student-layers", "0,-1"], "--student-layers '0,-1': give distinct"),
     ],
 )
 def test_out_of_range_options_are_usage_errors(
@@ -140,6 +151,18 @@ def test_out_of_range_options_are_usage_errors(
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_student_deeper_than_its_teacher_is_a_usage_error(
+    tiny_package: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    depth = json.loads((tiny_package / "config.json").read_text())["num_hidden_layers"]
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", "--teacher", str(tiny_package), "--student", f"layers:0,{depth}"])
+    assert exc.value.code == 2
+    assert f"the teacher {tiny_package} has layers 0-{depth - 1}" in capsys.readouterr().err
+    args = build_parser().parse_args(["distill", "--teacher", str(tiny_package), "--student", f"layers:0,{depth - 1}"])
+    assert COMMANDS["distill"].config_from_args(args).student == f"layers:0,{depth - 1}"  # the deepest layer is fine
 
 
 def test_cli_and_its_parsers_import_no_torch() -> None:
