@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compression.commands.common import UsageError, data_from_args
+from research.commands.common import print_table
 
 if TYPE_CHECKING:
     from research.feature_scores import FeatureScoresConfig
@@ -53,10 +54,4 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     manifest, rows = run_feature_scores(cfg, data_from_args(args, cfg.package))
-    table = format_feature_scores(manifest, rows, cfg)
-    print(table)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table + "\n")
-        print(f"wrote {args.output}")
-    return 0
+    return print_table(format_feature_scores(manifest, rows, cfg), args.output)

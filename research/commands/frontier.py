@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compression.commands.common import UsageError, data_from_args
+from research.commands.common import print_table
 
 if TYPE_CHECKING:
     from research.frontier import FrontierConfig
@@ -61,10 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     data = data_from_args(args, *cfg.packages)
-    table = format_frontier(run_frontier(cfg, {"validation": data.validation, "test": data.test}), cfg)
-    print(table)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table + "\n")
-        print(f"wrote {args.output}")
-    return 0
+    return print_table(
+        format_frontier(run_frontier(cfg, {"validation": data.validation, "test": data.test}), cfg), args.output
+    )

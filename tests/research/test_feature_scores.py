@@ -21,6 +21,7 @@ from research.feature_scores import (
     run_feature_scores,
     score_row,
 )
+from tests.research.test_frontier import HAND_GOLD, HAND_ROWS, probs
 
 MANIFEST = Manifest(name="m", labels=["a", "b", "oos"])
 
@@ -102,21 +103,7 @@ def test_a_graph_without_the_heads_gather_is_refused(package_copy: Path) -> None
         FirstTokenStates(backend)
 
 
-def logits_of(rows: list[list[float]]) -> np.ndarray:
-    """Logits whose softmax is exactly these probability rows."""
-    return np.log(np.asarray(rows, dtype=np.float64)).astype(np.float32)
-
-
-def spread(c: float) -> list[float]:
-    """Arg-max "a" with probability c, the rest split evenly."""
-    return [c, (1 - c) / 2, (1 - c) / 2]
-
-
-# Five in-scope queries (gold "a"): four right (evidence 0.9, 0.8, 0.6, 0.5), one answered "b" (0.55).
-# Four oos queries: three answered "a" (0.7, 0.52, 0.45), one refused by its arg-max (the oos label).
-ROWS = [spread(0.9), spread(0.8), spread(0.6), spread(0.5), [0.225, 0.55, 0.225]]
-ROWS += [spread(0.7), spread(0.52), spread(0.45), [0.1, 0.1, 0.8]]
-GOLD = ["a"] * 5 + ["oos"] * 4
+# The frontier's hand-made rows (gold "a" x5, "oos" x4); as evidence, each row's own top probability.
 EVIDENCE = np.asarray([0.9, 0.8, 0.6, 0.5, 0.55, 0.7, 0.52, 0.45, 0.8])
 
 
@@ -133,10 +120,10 @@ EVIDENCE = np.asarray([0.9, 0.8, 0.6, 0.5, 0.55, 0.7, 0.52, 0.45, 0.8])
 def test_the_validation_rule_by_hand(
     loss: float, threshold: float, recall: float, in_scope: float, accuracy: float
 ) -> None:
-    split = Split([f"q{i}" for i in range(len(GOLD))], GOLD)
+    split = Split([f"q{i}" for i in range(len(HAND_GOLD))], HAND_GOLD)
     data = ClincData(split, split, split, MANIFEST.labels, domains={}, source="hand")
     cfg = FeatureScoresConfig(max_in_scope_loss=loss, min_in_scope=in_scope, min_oos_recall=recall)
-    logits = {"validation": logits_of(ROWS), "test": logits_of(ROWS)}
+    logits = {"validation": probs(HAND_ROWS), "test": probs(HAND_ROWS)}
     row = score_row("s", MANIFEST, data, logits, {"validation": EVIDENCE, "test": EVIDENCE}, cfg)
     assert row.threshold == pytest.approx(threshold)
     assert (row.validation_recall, row.validation_in_scope) == pytest.approx((recall, in_scope))
