@@ -20,8 +20,7 @@ class OutputDirError(ValueError):
 
 
 def check_output_dir(out_dir: Path, *reads: Path | str | None) -> None:
-    """Writing a package replaces its folder: refuse one holding anything but a package, or one that is, holds or
-    sits inside a folder the command must keep (`reads`: a teacher, a package being shipped), before any work."""
+    """Writing a package replaces its folder: refuse a non-package folder, or one overlapping a folder in `reads`."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -34,6 +33,7 @@ def check_output_dir(out_dir: Path, *reads: Path | str | None) -> None:
                 f"output folder {out_dir} holds {what}: it is not a package, and writing a package replaces its "
                 f"folder; choose a new or empty folder (e.g. {out_dir / 'my-package'}) or a package to replace"
             )
+    # `reads`: what the command must keep (a teacher, the package being shipped); rebuilding one in place would lose it.
     target = out_dir.resolve()
     for source in (Path(r) for r in reads if r is not None and Path(r).is_dir()):
         src = source.resolve()

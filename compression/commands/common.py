@@ -28,8 +28,7 @@ def require_at_least(args: argparse.Namespace, **minimums: int) -> None:
 
 
 def data_from_args(args: argparse.Namespace, *packages: Path) -> ClincData:
-    """The --data source with --oos-label and --domains; a bad file, or one with intents one of `packages` does not
-    know, ends the command with one line, not a traceback."""
+    """The --data source (--oos-label, --domains); a bad file, or intents a `packages` one lacks, ends it in one line."""
     from compression.data import load_data as load
 
     try:
