@@ -45,7 +45,7 @@ def test_no_command_writes_a_package_over_a_folder_that_is_not_one(workspace: Pa
     before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
     args = [a.format(ws=workspace) for a in argv]
     if args[0] == "distill":
-        args += ["--teacher", str(workspace / "teacher")]
+        args += ["--teacher", str(workspace / "teacher"), "--student", "layers:0,1"]  # the tiny teacher's 2 layers
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert "not a package" in str(exc.value)
@@ -75,8 +75,8 @@ def test_absent_empty_and_package_folders_may_be_written(workspace: Path, tmp_pa
     [
         ["ship", "--package", "{ws}/teacher", "--output-dir", "{ws}/teacher"],
         ["ship", "--package", "{ws}/teacher", "--output-dir", "{ws}/teacher/slim"],
-        ["distill", "--teacher", "{ws}/teacher", "--output-dir", "{ws}/teacher"],
-        ["distill", "--teacher", "{ws}/teacher", "--output-dir", "{ws}/teacher/student"],
+        ["distill", "--teacher", "{ws}/teacher", "--student", "layers:0,1", "--output-dir", "{ws}/teacher"],
+        ["distill", "--teacher", "{ws}/teacher", "--student", "layers:0,1", "--output-dir", "{ws}/teacher/student"],
         ["prune", "--model", "{ws}/teacher", "--distill-from", "{ws}/teacher", "--output-dir", "{ws}/teacher"],
     ],
     ids=[

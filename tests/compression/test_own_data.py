@@ -199,7 +199,7 @@ PACKAGE_COMMANDS = [
     ("compression", ["finish", "--package", "{pkg}"]),
     ("compression", ["benchmark", "--packages", "{pkg}", "--output-dir", "{tmp}/reports"]),
     ("compression", ["benchmark", "--artifacts", "{root}", "--output-dir", "{tmp}/reports"]),
-    ("compression", ["distill", "--teacher", "{pkg}", "--output-dir", "{tmp}/student"]),
+    ("compression", ["distill", "--teacher", "{pkg}", "--student", "layers:0,1", "--output-dir", "{tmp}/student"]),
     ("compression", ["prune", "--model", "{pkg}", "--output-dir", "{tmp}/pruned"]),
     ("research", ["frontier", "{pkg}"]),
     ("research", ["feature-scores", "{pkg}"]),
