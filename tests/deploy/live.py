@@ -84,13 +84,17 @@ class Prometheus:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
 
-    def query(self, promql: str) -> dict:
-        url = f"{self.base_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    def api(self, path: str, **params: str) -> Any:
+        """The `data` of a successful GET /api/v1/<path>."""
+        url = f"{self.base_url}/api/v1/{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
         status, body = http("GET", url)
         payload = json.loads(body)
-        assert status == 200, f"{promql}: HTTP {status}: {payload}"
+        assert status == 200, f"{path} {params}: HTTP {status}: {payload}"
         assert payload["status"] == "success", payload
         return payload["data"]
+
+    def query(self, promql: str) -> dict:
+        return self.api("query", query=promql)
 
 
 def send_traffic(app_url: str) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.live import (
     HOST,
@@ -269,6 +270,8 @@ def test_compose_service_scraped_by_prometheus(compose_service: str, find_tool, 
     published = compose_service.rsplit("//", 1)[1]
     config = tmp_path / "prometheus.yml"
     text = PROMETHEUS_CONFIG.read_text()
+    for rules in yaml.safe_load(text).get("rule_files", []):  # read relative to the config, as in the compose stack
+        shutil.copy(PROMETHEUS_CONFIG.parent / rules, tmp_path / rules)
     assert '"intentserve:8000"' in text
     assert "scrape_interval: 5s" in text
     assert "scrape_timeout: 4s" in text
@@ -277,6 +280,7 @@ def test_compose_service_scraped_by_prometheus(compose_service: str, find_tool, 
         text.replace('"intentserve:8000"', f'"{published}"')
         .replace("scrape_interval: 5s", "scrape_interval: 1s")
         .replace("scrape_timeout: 4s", "scrape_timeout: 1s")
+        .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
     )
     prom_port = free_port()
     prom_url = f"http://{HOST}:{prom_port}"
@@ -296,3 +300,6 @@ def test_compose_service_scraped_by_prometheus(compose_service: str, find_tool, 
         time.sleep(3)  # a few scrapes after the last request
         empty = empty_dashboard_queries(prometheus, dashboard_queries, DASHBOARD, "30s")
         assert not empty, "dashboard queries with no data:\n" + "\n".join(empty)
+        rules = [r for g in prometheus.api("rules")["groups"] for r in g["rules"]]
+        assert len(rules) >= 10, "alerts.yml was not loaded beside prometheus.yml"
+        assert all(r["health"] == "ok" for r in rules), [(r["name"], r["health"], r.get("lastError")) for r in rules]

@@ -7,6 +7,7 @@ and on a broken copy (expect the problem to be caught), so none of them can pass
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import subprocess
 import tomllib
@@ -257,6 +258,12 @@ def compose_problems(compose: dict) -> list[str]:
     )
     if mounts(prom).get(config_path, ("",))[0] != "./deploy/prometheus/prometheus.yml":
         problems.append(f"deploy/prometheus/prometheus.yml is not mounted at {config_path}")
+    # Prometheus reads rule_files relative to its config file: each must be mounted beside it.
+    for rules in yaml.safe_load(PROMETHEUS_CONFIG.read_text()).get("rule_files", []):
+        target = posixpath.join(posixpath.dirname(config_path), rules)
+        source = mounts(prom).get(target, ("",))[0]
+        if source != f"./deploy/prometheus/{rules}" or not (REPO_ROOT / source).is_file():
+            problems.append(f"rule file {rules} of prometheus.yml is not mounted at {target} from deploy/prometheus/")
 
     if not str(graf.get("image", "")).startswith("grafana/grafana"):
         problems.append(f"grafana image is {graf.get('image')!r}")
@@ -295,6 +302,8 @@ def test_compose_wiring():
         ("intentserve", "volumes", ["./artifacts/teacher:/models/other:ro"], "not a mounted volume"),
         ("intentserve", "volumes", ["./artifacts/teacher:/models/package"], "read-only"),
         ("prometheus", "volumes", ["./deploy/prometheus/prometheus.yml:/etc/prometheus/other.yml:ro"], "not mounted"),
+        ("prometheus", "volumes", ["./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"],
+         "rule file alerts.yml"),
         ("grafana", "volumes", ["./deploy/grafana/dashboards:/etc/grafana/dashboards:ro"], "provisioning"),
         ("grafana", "volumes", ["./deploy/grafana/provisioning:/etc/grafana/provisioning:ro"], "dashboards is not"),
         ("grafana", "volumes", ["./deploy/grafana/provisioning:/etc/grafana/provisioning:ro",
@@ -401,6 +410,65 @@ def test_dashboard_uses_the_provisioned_datasource():
     assert uids == {prom["uid"]}
 
 
+# --- Prometheus alert rules --------------------------------------------------------------------------
+ALERTS = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
+ALERT_TESTS = Path(__file__).with_name("alerts.test.yml")
+RUNBOOK = REPO_ROOT / "docs" / "deployment.md"
+
+
+def alert_rule_problems(rules: dict, dq, exposed: set[str], runbook: str) -> list[str]:
+    """Rules that read a metric the app does not expose, alerts without severity or text, or without a runbook entry."""
+    problems = []
+    all_rules = [rule for group in rules.get("groups", []) for rule in group.get("rules", [])]
+    known = exposed | {rule["record"] for rule in all_rules if "record" in rule} | {"up"}
+    for rule in all_rules:
+        name = rule.get("alert") or rule.get("record")
+        for metric in sorted(dq.metric_names(rule["expr"]) - known):
+            problems.append(f"{name}: {metric} is not exposed by app.metrics")
+        if "alert" not in rule:
+            continue
+        if rule.get("labels", {}).get("severity") not in ("critical", "warning"):
+            problems.append(f"{name}: severity label is not critical or warning")
+        for key in ("summary", "description"):
+            if not rule.get("annotations", {}).get(key):
+                problems.append(f"{name}: no {key} annotation")
+        if f"`{name}`" not in runbook:
+            problems.append(f"{name} has no entry under Alerts in docs/deployment.md")
+    return problems
+
+
+def test_alert_rules_read_app_metrics_and_have_runbook_entries(dashboard_queries):
+    rules = yaml.safe_load(ALERTS.read_text())
+    assert alert_rule_problems(rules, dashboard_queries, app_series_names(), RUNBOOK.read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("rate(intent_oos_total[30m])", "rate(intent_oos[30m])", "intent_oos is not exposed"),
+        ("max by (instance) (intent_model_info)", "max by (instance) (intent_model)", "intent_model is not exposed"),
+        ("severity: warning", "severity: page", "severity label"),
+        ('summary: "intentserve {{ $labels.instance }} does not answer /metrics"', "", "no summary"),
+        ("alert: IntentserveSlow", "alert: IntentserveLatency", "IntentserveLatency has no entry"),
+    ],
+)
+def test_alert_rule_checks_catch_breakage(dashboard_queries, old, new, expected):
+    text = ALERTS.read_text()
+    assert old in text, f"mutation anchor {old!r} not in alerts.yml; update this test"
+    rules = yaml.safe_load(text.replace(old, new, 1))
+    problems = alert_rule_problems(rules, dashboard_queries, app_series_names(), RUNBOOK.read_text())
+    assert any(expected in p for p in problems), problems
+
+
+def test_every_alert_has_a_unit_test_where_it_fires():
+    rules = yaml.safe_load(ALERTS.read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    unit_tests = yaml.safe_load(ALERT_TESTS.read_text())
+    fired = {case["alertname"] for t in unit_tests["tests"] for case in t["alert_rule_test"] if case["exp_alerts"]}
+    assert len(alerts) >= 6
+    assert alerts <= fired, f"alerts never expected to fire in {ALERT_TESTS.name}: {sorted(alerts - fired)}"
+
+
 # --- real linters (skipped when not installed; scripts/lint_deploy.sh installs them) ----------------
 def run_tool(*argv: str) -> subprocess.CompletedProcess:
     result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
@@ -434,6 +502,15 @@ def test_promtool_parses_every_dashboard_query(dashboard_queries, require, tmp_p
     result = run_tool(promtool, "check", "rules", str(rules))
     assert result.returncode == 0
     assert f"SUCCESS: {len(dashboard_queries.queries(json.loads(DASHBOARD.read_text())))} rules found" in result.stdout
+
+
+def test_promtool_alert_rules_pass_their_unit_tests(require):
+    promtool = require("promtool")
+    checked = run_tool(promtool, "check", "rules", str(ALERTS))
+    assert checked.returncode == 0
+    tested = run_tool(promtool, "test", "rules", str(ALERT_TESTS))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
 
 
 def test_compose_config_validates(require):
