@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -56,15 +57,30 @@ class HttpLimits:
         )
 
 
-class _RateLimitedWarning:
-    """Logs the first refusal of a kind, then at most one summary line per LOG_EVERY_S."""
+# Who counts refusals: the serving app's metrics register in its lifespan (app.main). A refusal happens before any
+# app code runs, so the protocol reports it to the process, not to an app.
+_refusal_listeners: list[Callable[[str], None]] = []
+REFUSAL_REASONS = ("connection_limit", "headers_too_large", "pipelining", "read_timeout", "invalid_http")
 
-    def __init__(self, message: str) -> None:
+
+def count_refusals(listener: Callable[[str], None]) -> Callable[[], None]:
+    """Call `listener(reason)` on every refusal of this process's guard; returns the function that stops it."""
+    _refusal_listeners.append(listener)
+    return lambda: _refusal_listeners.remove(listener)
+
+
+class _Refusal:
+    """One kind of refusal: counted every time (listeners); logged the first time, then one line per LOG_EVERY_S."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
         self.message = message
         self.last = 0.0
         self.suppressed = 0
 
     def __call__(self, *args: object) -> None:
+        for listener in _refusal_listeners:
+            listener(self.reason)
         now = time.monotonic()
         if now - self.last < LOG_EVERY_S:
             self.suppressed += 1
@@ -74,12 +90,17 @@ class _RateLimitedWarning:
         self.last, self.suppressed = now, 0
 
 
-_warn_connections = _RateLimitedWarning("connection limit reached (%d open): refusing new connections with 503")
-_warn_headers = _RateLimitedWarning("refused a request head over the limit (%s): 431")
-_warn_timeout = _RateLimitedWarning("closed a connection that did not send its request in time (%s)")
-_warn_invalid = _RateLimitedWarning("received input that is not valid HTTP/1.1: 400 after the answers owed, then close")
-_warn_pipeline = _RateLimitedWarning(
-    "a connection pipelined more than %d requests: closing it after the request in progress, dropping the rest"
+_warn_connections = _Refusal(
+    "connection_limit", "connection limit reached (%d open): refusing new connections with 503"
+)
+_warn_headers = _Refusal("headers_too_large", "refused a request head over the limit (%s): 431")
+_warn_timeout = _Refusal("read_timeout", "closed a connection that did not send its request in time (%s)")
+_warn_invalid = _Refusal(
+    "invalid_http", "received input that is not valid HTTP/1.1: 400 after the answers owed, then close"
+)
+_warn_pipeline = _Refusal(
+    "pipelining",
+    "a connection pipelined more than %d requests: closing it after the request in progress, dropping the rest",
 )
 
 

@@ -23,6 +23,7 @@ from app.api.openapi import install_openapi
 from app.api.routes import router
 from app.core.config import OtelSettings, Settings
 from app.core.logs import configure_logging
+from app.guard import count_refusals
 from app.metrics import Metrics
 from app.service import IntentClassifier
 from app.tracing import Tracing
@@ -64,6 +65,7 @@ def create_app(
         if settings.api_key is None:
             logger.info("no INTENT_API_KEY: classify and model endpoints are open, admin endpoints disabled")
         logger.info("ready: serving %s on backend %s", runtime.manifest.name, runtime.backend.name)
+        stop_counting_refusals = count_refusals(metrics.http_refusal)  # the guard's, when it is the server's protocol
         try:
             yield
         finally:
@@ -73,6 +75,7 @@ def create_app(
             if tracing is not None:
                 tracing.shutdown(settings.trace_flush_timeout_s)  # exports the spans still buffered
             gc.set_threshold(*gc_thresholds)
+            stop_counting_refusals()
             logger.info("stopped")
 
     # /docs and /redoc with Swagger UI and ReDoc served from the installed package: no CDN, so they work offline.

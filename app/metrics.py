@@ -8,6 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.guard import REFUSAL_REASONS
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable, set by app.server for N workers
 
 # 0.5 ms .. 2 s, roughly x2 per step: resolves both int8 single queries and overload tails.
@@ -73,11 +75,19 @@ class Metrics:
         self.cache = Counter(
             "intent_cache_requests", "Prediction cache lookups (INTENT_CACHE_SIZE > 0)", ["result"], registry=r
         )
+        self.http_refusals = Counter(
+            "intent_http_refusals",
+            "Connections and requests refused by the HTTP guard before the app sees them, by reason",
+            ["reason"],
+            registry=r,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         for reason in ("oos_label", "low_confidence"):
             self.oos.labels(reason=reason)
         for result in ("hit", "miss"):
             self.cache.labels(result=result)
+        for reason in REFUSAL_REASONS:
+            self.http_refusals.labels(reason=reason)
 
     def child(self, metric: Any, *values: str) -> Any:
         """`metric.labels(*values)`, looked up once: labels() takes a lock and validates on every call.
@@ -90,6 +100,10 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*values)
         return found
+
+    def http_refusal(self, reason: str) -> None:
+        """Count one refusal by the HTTP guard (app.guard.count_refusals)."""
+        self.child(self.http_refusals, reason).inc()
 
     def exposition(self) -> bytes:
         """Prometheus text format: this process's registry, or the sum over all workers' files."""

@@ -364,3 +364,51 @@ def test_a_body_cut_short_by_invalid_input_gets_400_and_the_request_is_dropped(
     assert b'"code": "invalid_http"' in answer
     assert took < 2.0
     assert "Traceback" not in logged
+
+
+def refusals(port: int) -> dict[str, float]:
+    """intent_http_refusals_total by reason, from the server's /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found = re.findall(r'^intent_http_refusals_total\{reason="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {reason: float(value) for reason, value in found}
+
+
+def test_every_refusal_is_counted_by_reason(tiny_package: Path, tmp_path: Path) -> None:
+    from app.guard import LINGER_S, REFUSAL_REASONS
+
+    env = {"INTENT_MAX_HEADERS": "20", "INTENT_MAX_PIPELINED": "2", "INTENT_MAX_CONNECTIONS": "4"}
+    request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    with server(tiny_package, tmp_path, INTENT_HEADER_TIMEOUT_S="1", **env) as (port, _, _):
+        before = refusals(port)
+        answers = {}
+        for reason, data in {
+            "headers_too_large": b"GET /healthz HTTP/1.1\r\n"
+            + b"".join(b"X-%d: v\r\n" % i for i in range(25))
+            + b"\r\n",
+            "invalid_http": b"\x16\x03\x01 not http\r\n\r\n",
+            "pipelining": request * 6,
+            "read_timeout": b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Half",
+        }.items():
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(data)
+                answers[reason] = read_response(sock, timeout=5)
+        time.sleep(LINGER_S + 0.5)  # the refused floods' connections are held that long (a staged close)
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                answers["connection_limit"] = read_response(sock, timeout=5)
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.5)  # the server sees the idle ones go
+        after = refusals(port)
+    assert before == dict.fromkeys(REFUSAL_REASONS, 0.0)  # every reason is exported from the start, at 0
+    assert answers["headers_too_large"].startswith(b"HTTP/1.1 431 ")
+    assert answers["invalid_http"].startswith(b"HTTP/1.1 400 ")
+    assert answers["pipelining"].count(b"HTTP/1.1 200 ") == 1
+    assert answers["read_timeout"].startswith(b"HTTP/1.1 408 ")
+    assert answers["connection_limit"].startswith(b"HTTP/1.1 503 ")
+    counted = {reason: after[reason] - before[reason] for reason in REFUSAL_REASONS}
+    # The idle connections may also time out (1 s) before they are closed: at least the half-sent head's.
+    assert counted.pop("read_timeout") >= 1
+    assert counted == {"connection_limit": 1, "headers_too_large": 1, "pipelining": 1, "invalid_http": 1}
