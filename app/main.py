@@ -85,6 +85,7 @@ def create_app(
         version="0.1.0",
         summary="Intent classification (CLINC150) with an out-of-scope fallback",
         lifespan=lifespan,
+        redirect_slashes=False,  # "/classify/" is an unknown path (404 in the error envelope), not a bare 307
         swagger_ui_parameters={"validatorUrl": None},
         # FastAPI's own OpenTelemetry (on whenever a global provider is set) stays off: the service's spans are
         # app.tracing's, which never record a text, and no request pays FastAPI's look-up of the global providers.

@@ -8,6 +8,7 @@ import hmac
 from fastapi import Request
 
 from app.api.errors import APIError
+from app.core.config import Settings
 from app.service import IntentClassifier
 
 
@@ -16,16 +17,24 @@ def _digest(secret: bytes) -> bytes:
     return hashlib.sha256(secret).digest()
 
 
-def check_key(request: Request) -> None:
-    """401 unless the service has no key or `Authorization: Bearer <key>` carries it (one message for any failure)."""
-    key = request.app.state.settings.api_key
+UNAUTHORIZED = "authentication required"
+
+
+def key_matches(settings: Settings, authorization: str) -> bool:
+    """Whether the service has no key, or this Authorization header value is `Bearer <key>`."""
+    key = settings.api_key
     if key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return True
+    scheme, _, token = authorization.partition(" ")
     # Headers arrive as latin-1 text: encoding back gives the client's exact bytes.
     given = token.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
-    if not hmac.compare_digest(_digest(given), _digest(key.get_secret_value().encode())):
-        raise APIError(401, "unauthorized", "authentication required", {"WWW-Authenticate": "Bearer"})
+    return hmac.compare_digest(_digest(given), _digest(key.get_secret_value().encode()))
+
+
+def check_key(request: Request) -> None:
+    """401 unless the service has no key or `Authorization: Bearer <key>` carries it (one message for any failure)."""
+    if not key_matches(request.app.state.settings, request.headers.get("authorization", "")):
+        raise APIError(401, "unauthorized", UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
 
 
 # Plain dependencies rather than fastapi.security: which operations need the key depends on the settings,

@@ -15,6 +15,7 @@ from app.api.schemas import ErrorResponse
 logger = logging.getLogger(__name__)
 
 
+UNPARSABLE = "request body could not be parsed as JSON (it must be UTF-8 and nested less deeply)"
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
 ERROR_DOCS: dict[int, tuple[str, dict]] = {
     400: ("body is not JSON or not a JSON object", {}),
@@ -83,6 +84,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's own 400: a body its JSON parser gave up on other than by a syntax error (not UTF-8, nested
+            # past the recursion limit, an integer of more than 4300 digits).
+            return error_response(request, 400, "malformed_json", UNPARSABLE)
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
         message = exc.detail if exc.status_code < 500 else "service error"
         return error_response(request, exc.status_code, code, str(message), getattr(exc, "headers", None))

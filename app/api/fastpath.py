@@ -59,7 +59,8 @@ def _well_formed(request: Request, messages: list[dict]) -> ClassifyRequest | No
     try:
         check_key(request)
         parsed = ClassifyRequest.model_validate(json.loads(body))
-    except (APIError, ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors; a deeply nested body raises RecursionError.
+    except (APIError, ValueError, RecursionError, ValidationError):
         return None
     settings = state.settings
     if text_problem(parsed.text, settings.max_text_chars) or top_k_problem(parsed.top_k, settings.max_top_k):

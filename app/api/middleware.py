@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from app.api.deps import UNAUTHORIZED, key_matches
 from app.core.logs import request_id_var
 from app.metrics import Metrics
 from app.tracing import Tracing, current_trace
@@ -27,6 +28,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CLASSIFY_ENDPOINTS = {"/classify", "/classify/batch"}
+# POSTs whose key is checked before their body is read: a client without the key gets 401, whatever it sends.
+KEYED_POSTS = {*CLASSIFY_ENDPOINTS, "/admin/reload"}
 KNOWN_ENDPOINTS = {"/classify", "/classify/batch", "/healthz", "/readyz", "/metrics", "/v1/model", "/admin/reload"}
 # A client's own X-Request-ID is kept only if it is a short token: it goes into logs and a response header.
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -141,7 +144,9 @@ class ServiceMiddleware:
             return message
 
         try:
-            if too_large:
+            if scope.get("method") == "POST" and path in KEYED_POSTS and not self._key_accepted(scope):
+                await self._reject_unauthorized(send_wrapper, rid)
+            elif too_large:
                 await self._reject_large(send_wrapper, rid)
             elif classify and scope.get("method") == "POST" and self._overloaded(scope):
                 await self._reject_overloaded(send_wrapper, rid)
@@ -187,6 +192,19 @@ class ServiceMiddleware:
                 except ValueError:
                     return False
         return False
+
+    @staticmethod
+    def _key_accepted(scope: Scope) -> bool:
+        """The key check of the route (app.api.deps), made before the body is read or parsed."""
+        settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+        if settings is None or settings.api_key is None:
+            return True  # no key to check (or no app state: the route's own check runs)
+        authorization = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"")
+        return key_matches(settings, authorization.decode("latin-1"))
+
+    async def _reject_unauthorized(self, send: Send, request_id: str) -> None:
+        body = error_body(request_id, "unauthorized", UNAUTHORIZED)
+        await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
 
     def _overloaded(self, scope: Scope) -> bool:
         """Whether a classify request would only wait to be refused: decided before its body is read.

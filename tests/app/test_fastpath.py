@@ -74,7 +74,6 @@ async def test_answers_are_the_fastapi_routes_answers(
         (b'{"text": "weather"', 400, "malformed_json", {}),
         (b"\xff\xfe", 400, "malformed_json", {}),
         (b'["weather"]', 400, "invalid_body", {}),
-        (b'{"text": "weather"}', 401, "unauthorized", {"api_key": "k" * 32}),
     ],
 )
 async def test_other_requests_get_the_fastapi_routes_errors(
@@ -85,6 +84,13 @@ async def test_other_requests_get_the_fastapi_routes_errors(
     assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
     assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
     assert routed == ["/classify"]
+
+
+async def test_a_request_without_the_key_reaches_no_route(manifest_only_package: Path, routed: list) -> None:
+    async with running_app(manifest_only_package, "fake", api_key="k" * 32) as (client, _):
+        r = await client.post("/classify", json={"text": "weather"})
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthorized")
+    assert routed == []  # refused by the service middleware before the body is read
 
 
 async def test_the_right_key_takes_the_fast_path(manifest_only_package: Path, routed: list) -> None:

@@ -66,6 +66,24 @@ async def test_auth_comes_before_validation(manifest_only_package: Path) -> None
     assert r.status_code == 401  # an anonymous caller learns nothing about the request format
 
 
+@pytest.mark.parametrize("path", ["/classify", "/classify/batch", "/admin/reload"])
+@pytest.mark.parametrize(
+    "body",
+    [b'{"text":', b"\xff\xfe", b"[" * 5000, b"x" * 70_000],
+    ids=["malformed", "not-utf8", "nested", "over-the-body-limit"],
+)
+async def test_the_key_is_checked_before_the_body_is_read(manifest_only_package: Path, path: str, body: bytes) -> None:
+    root = manifest_only_package.parent
+    async with running_app(manifest_only_package, "fake", api_key=KEY, model_root=root) as (client, _):
+        r = await client.post(path, content=body, headers={"content-type": "application/json"})
+        keyed = await client.post(path, content=body, headers={"content-type": "application/json", **GOOD})
+    assert r.status_code == 401, r.text  # an anonymous client learns nothing, whatever it sends
+    assert r.json()["error"] == {"code": "unauthorized", "message": "authentication required",
+                                 "request_id": r.headers["x-request-id"]}  # fmt: skip
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert keyed.status_code in (400, 413), keyed.text  # with the key, the body's own error
+
+
 async def test_health_readiness_and_metrics_stay_open(manifest_only_package: Path) -> None:
     async with running_app(manifest_only_package, "fake", api_key=KEY) as (client, _):
         statuses = [(await client.get(p)).status_code for p in ("/healthz", "/readyz", "/metrics")]

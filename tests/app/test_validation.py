@@ -49,6 +49,18 @@ CASES = [
     ("/classify/batch", {"json": {"texts": ["ok", 5]}}, 422, "texts.1: Input should be a valid string"),
     ("/classify/batch", {"json": {"texts": "not a list"}}, 422, "texts: Input should be a valid list"),
     ("/nope", {"json": {}}, 404, "Not Found"),
+    ("/classify/", {"json": {"text": "hi"}}, 404, "Not Found"),  # no redirect to /classify
+    # JSON the parser gives up on other than by a syntax error: still a 400 malformed_json, never a 500.
+    *[
+        (path, {"content": body, "headers": {"content-type": "application/json"}}, 400, "could not be parsed as JSON")
+        for path, body in [
+            ("/classify", b'{"text": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+            ("/classify/batch", b'{"texts": ["hi"], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+            ("/classify", b'{"text": "caf\xe9"}'),
+            ("/classify/batch", b'{"texts": ["caf\xe9"]}'),
+            ("/classify", b'{"text": "hi", "top_k": ' + b"9" * 5000 + b"}"),
+        ]
+    ],
     # Valid JSON, but not valid Unicode: refused here rather than failing inside the tokenizer.
     (
         "/classify",
@@ -74,7 +86,7 @@ async def test_bad_request(manifest_only_package: Path, path: str, kwargs: dict,
     error = r.json()["error"]
     assert message in error["message"]
     assert error["request_id"]
-    endpoint = path if path != "/nope" else "other"
+    endpoint = path if path not in ("/nope", "/classify/") else "other"
     assert f'intent_requests_total{{endpoint="{endpoint}",status="{status}"}} 1.0' in metrics
 
 
