@@ -7,15 +7,20 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
-# "Blank" = only whitespace in Python's sense or in JSON Schema's (ECMA-262) sense: the documented pattern and
-# the handlers' check then agree for every client, whichever regex dialect it validates with.
-BLANK_CHARS = r"\s\x1c-\x1f\x85\ufeff"
+# "Blank" = nothing a reader (or the tokenizer, which drops control and format characters) would see: only
+# whitespace in Python's sense or in JSON Schema's (ECMA-262) sense, and the control (Cc) and format (Cf)
+# characters of the Basic Multilingual Plane (zero-width spaces, bidi marks, NUL ...). Written out, not \p{..}:
+# the documented pattern and the handlers' check then agree for every client, whichever dialect it validates with.
+BLANK_CHARS = (
+    r"\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    r"\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+)
 NOT_BLANK = f"[^{BLANK_CHARS}]"  # OpenAPI pattern: at least one non-blank character
 _BLANK = re.compile(f"[{BLANK_CHARS}]*")
 
 
 def is_blank(text: str) -> bool:
-    """True for an empty text or one made only of whitespace (and byte-order marks)."""
+    """True for an empty text or one made only of whitespace, control and format characters."""
     return _BLANK.fullmatch(text) is not None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ CASES = [
     # (path, kwargs for client.post, status, substring of the message)
     ("/classify", {"json": {"text": ""}}, 422, "text: must not be empty"),
     ("/classify", {"json": {"text": " \t\n "}}, 422, "whitespace"),
+    ("/classify", {"json": {"text": "\u200b"}}, 422, "whitespace"),  # the tokenizer would see nothing
+    ("/classify", {"json": {"text": "\x00\x01\x7f \u2060"}}, 422, "whitespace"),
+    ("/classify/batch", {"json": {"texts": ["ok", "\u200d\ufeff"]}}, 422, "texts.1: must not be empty"),
     ("/classify", {"json": {"text": "x" * 201}}, 422, "201 characters exceeds the limit of 200"),
     ("/classify", {"json": {"text": 123}}, 422, "text: Input should be a valid string"),
     ("/classify", {"json": {"text": ["a"]}}, 422, "text: Input should be a valid string"),
@@ -128,6 +132,21 @@ async def test_body_over_64_kib_is_refused(manifest_only_package: Path, declared
     assert r.json()["error"]["message"] == "request body exceeds 65536 bytes"
     assert after.status_code == 200  # the service is unharmed
     assert calls[-1] == 1
+
+
+def test_blank_is_whitespace_control_and_format_characters_in_the_check_and_the_schema() -> None:
+    import unicodedata
+
+    from app.api.schemas import NOT_BLANK, is_blank
+
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        invisible = char.isspace() or unicodedata.category(char) in {"Cc", "Cf", "Zs", "Zl", "Zp"}
+        assert is_blank(char * 3) == invisible, f"U+{code:04X}"
+        assert (re.search(NOT_BLANK, char) is None) == invisible, f"U+{code:04X}"  # the OpenAPI pattern
+    assert not is_blank("\u200bweather\u200b")
 
 
 async def test_unicode_and_control_characters_are_fine(manifest_only_package: Path) -> None:

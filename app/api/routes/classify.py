@@ -19,7 +19,7 @@ router = APIRouter()
 def text_problem(text: str, max_chars: int, where: str = "text") -> str | None:
     """Why the service refuses this text (422), or None."""
     if is_blank(text):
-        return f"{where}: must not be empty or whitespace only"
+        return f"{where}: must not be empty or whitespace only (control and zero-width characters count as whitespace)"
     if len(text) > max_chars:
         return f"{where}: {len(text)} characters exceeds the limit of {max_chars}"
     return None
