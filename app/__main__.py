@@ -39,6 +39,10 @@ def main() -> int:
     from app.server import listen, serve, serve_workers
     from app.service import IntentClassifier
 
+    try:
+        listen(settings.host, settings.port, reuse_port=False).close()  # a taken port or bad host: fail before loading
+    except OSError as exc:
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc}")
     classifier = None
     try:
         if settings.workers > 1:
@@ -57,10 +61,6 @@ def main() -> int:
         reason = str(exc).split("\n", 1)[0]
         return _fail(f"cannot load the model package {settings.model_dir}: {type(exc).__name__}: {reason}")
     if classifier is None:
-        try:
-            listen(settings.host, settings.port, reuse_port=False).close()  # taken port or bad host: fail once
-        except OSError as exc:
-            return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc}")
         return serve_workers(settings)
     return serve(settings, classifier)
 

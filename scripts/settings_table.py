@@ -58,7 +58,7 @@ MEANINGS: dict[str, str] = {
     "metrics_require_auth": "also require the key on `/metrics`",
     "host": "listen address of `python -m app` (the Docker image sets 0.0.0.0)",
     "port": "listen port of `python -m app`",
-    "log_level": "`debug`, `info`, `warning`, `error`",
+    "log_level": "`debug`, `info`, `warning`, `error`, `critical` (any case)",
     "log_format": "`text`, or `json`: one JSON object per line with the request id",
 }
 

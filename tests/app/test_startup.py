@@ -16,6 +16,7 @@ from app.core.config import Settings
 from app.metrics import Metrics
 from app.package import BACKEND_FILES, PackageError, read_manifest, sha256_file, write_manifest
 from app.service import IntentClassifier
+from tests.app.test_shutdown import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PR_CAPBSET_DROP = 24
@@ -23,7 +24,8 @@ PR_CAPBSET_DROP = 24
 
 def start(package: Path, backend: str, preexec_fn=None, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INTENT_")}
-    environ |= {"INTENT_MODEL_DIR": str(package), "INTENT_BACKEND": backend, "INTENT_PORT": "1", **env}
+    # A free port: the port is checked before the package, so a taken or privileged one would hide its error.
+    environ |= {"INTENT_MODEL_DIR": str(package), "INTENT_BACKEND": backend, "INTENT_PORT": str(free_port()), **env}
     return subprocess.run(
         [sys.executable, "-m", "app"],
         cwd=ROOT,
@@ -282,3 +284,23 @@ def test_weights_linked_out_of_the_package_are_refused(package_copy: Path, tmp_p
         "intentserve: error: package file 'model.onnx' is a link that leads outside the package folder "
         f"{package_copy.resolve()}"
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"INTENT_LOG_LEVEL": "trace"}, "invalid setting INTENT_LOG_LEVEL: Input should be 'debug', 'info'"),
+        ({"INTENT_HOST": "999.1.1.1"}, "cannot listen on 999.1.1.1:"),
+    ],
+)
+def test_a_bad_setting_exits_with_one_line_before_the_model_loads(tiny_package: Path, env: dict, message: str) -> None:
+    proc = start(tiny_package, "onnx", **env)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
+    assert "ready" not in proc.stderr
+
+
+def test_the_log_level_is_read_in_any_case(tiny_package: Path) -> None:
+    assert Settings(model_dir=tiny_package, log_level="WARNING").log_level == "warning"
