@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,13 +110,15 @@ class _RefuseError(Exception):
 
 
 def _error(status: int, code: str, message: str, extra: bytes = b"") -> bytes:
-    """A complete `connection: close` response with the service's error envelope."""
-    body = json.dumps({"error": {"code": code, "message": message, "request_id": None}}).encode()
+    """A complete `connection: close` response with the service's error envelope and a fresh request id."""
+    rid = os.urandom(8).hex()  # as app.api.middleware.request_id: the request was never parsed, so never the client's
+    body = json.dumps({"error": {"code": code, "message": message, "request_id": rid}}).encode()
     return b"".join(
         [
             STATUS_LINE[status],
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
+            b"x-request-id: %s\r\n" % rid.encode(),
             extra,
             b"connection: close\r\n\r\n",
             body,
@@ -123,7 +126,9 @@ def _error(status: int, code: str, message: str, extra: bytes = b"") -> bytes:
     )
 
 
-BAD_REQUEST = _error(400, "invalid_http", "the request is not valid HTTP/1.1")
+def _invalid_http() -> bytes:
+    """The 400 for input that is not HTTP/1.1."""
+    return _error(400, "invalid_http", "the request is not valid HTTP/1.1")
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -246,7 +251,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.server_state.total_requests += 1
             self.bad_request_pending = False
             if not self.transport.is_closing():
-                self.transport.write(BAD_REQUEST)
+                self.transport.write(_invalid_http())
                 self._linger()
             return
         super().on_response_complete()
@@ -305,7 +310,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.bad_request_pending = True  # sent by on_response_complete after the last answer owed
             self.flow.pause_reading()
             return
-        self.transport.write(BAD_REQUEST)
+        self.transport.write(_invalid_http())
         self._linger()
 
     def _linger(self) -> None:
