@@ -49,6 +49,19 @@ def encodable(text: str) -> str:
 Text = Annotated[StrictStr, AfterValidator(encodable)]
 
 
+def path_text(path: str) -> str:
+    """The path unchanged, or ValueError when no file system could hold it (a control character, a surrogate)."""
+    encodable(path)
+    bad = next((c for c in path if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F), None)
+    if bad is not None:
+        raise ValueError(f"control character U+{ord(bad):04X} at position {path.index(bad)} is not allowed in a path")
+    return path
+
+
+# 4096: Linux's PATH_MAX, the longest path a system call takes.
+PathText = Annotated[StrictStr, Field(min_length=1, max_length=4096), AfterValidator(path_text)]
+
+
 class ClassifyRequest(BaseModel):
     """One text to classify."""
 
@@ -135,7 +148,7 @@ class ReloadRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model_dir: StrictStr | None = Field(
+    model_dir: PathText | None = Field(
         default=None, description="package folder; a relative path is taken under INTENT_MODEL_ROOT"
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -107,7 +108,16 @@ async def test_requests_in_flight_during_a_reload_are_answered(root: Path) -> No
         ("tampered", 409, "package_refused", "sha256 mismatch for"),
         ("missing", 409, "package_refused", "model package directory not found"),
         (".", 409, "package_refused", "manifest.json is missing"),
-        ("a\x00b", 409, "package_refused", "invalid package path"),
+        ("a\x00b", 422, "invalid_request", "model_dir: Value error, control character U+0000 at position 1"),
+        (
+            "a\ud800",
+            422,
+            "invalid_request",
+            "model_dir: Input should be a valid string, unable to parse raw data as a unicode string",
+        ),
+        ("a" * 5000, 422, "invalid_request", "model_dir: String should have at most 4096 characters"),
+        ("", 422, "invalid_request", "model_dir: String should have at least 1 character"),
+        ("n" * 300, 409, "package_refused", "file name too long"),  # a component over the file system's limit
         ("../outside", 403, "path_forbidden", "is outside the model root"),
         ("link", 403, "path_forbidden", "is outside the model root"),  # a symlink out of the root
         ("OUTSIDE_ABSOLUTE", 403, "path_forbidden", "is outside the model root"),
@@ -121,7 +131,8 @@ async def test_bad_reload_is_refused_and_old_package_keeps_serving(
         target = str(root.parent / "outside")
     async with running(root) as (client, app):
         old = app.state.classifier
-        r = await client.post("/admin/reload", json={"model_dir": target}, headers=AUTH)
+        body = json.dumps({"model_dir": target})  # ASCII: a lone surrogate goes as its \\u escape
+        r = await client.post("/admin/reload", content=body, headers={**AUTH, "content-type": "application/json"})
         answer = await client.post("/classify", json={"text": "weather"}, headers=AUTH)
         info = (await client.get("/v1/model", headers=AUTH)).json()
         assert app.state.classifier is old

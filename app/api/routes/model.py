@@ -10,7 +10,7 @@ from app.api.deps import get_classifier, require_admin, require_key
 from app.api.errors import APIError, errors
 from app.api.schemas import ModelInfo, ReloadRequest, ReloadResponse
 from app.core.config import Settings
-from app.package import PackageError, PackagePathError, without_machine_paths
+from app.package import PackageError, PackagePathError, os_reason, without_machine_paths
 from app.reload import ReloadBusyError, reload_classifier
 from app.service import IntentClassifier
 
@@ -66,6 +66,8 @@ async def reload(request: Request, body: ReloadRequest | None = None) -> dict:
     except PackageError as exc:
         # An authenticated operator needs the reason (e.g. which file fails its sha256).
         raise APIError(409, "package_refused", str(exc)) from exc
+    except OSError as exc:  # e.g. a path component longer than the file system allows: the reason, no traceback
+        raise APIError(409, "package_refused", f"cannot read the package at {model_dir}: {os_reason(exc)}") from exc
     except Exception as exc:
         logger.exception("reload failed")
         raise APIError(409, "package_refused", "the package could not be loaded; see the service log") from exc
