@@ -147,6 +147,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.in_head = True  # between requests or inside a request's head (not in its body)
         self.head_bytes = 0  # bytes received since the current head began (an upper bound: see data_received)
         self.header_count = 0
+        self.parsed_head_bytes = 0  # the current head's target and header fields, as parsed (see _count_head_bytes)
         self.received_any = False
         self.read_timer: asyncio.TimerHandle | None = None
         self.discarding = False  # input is no longer parsed: the connection closes after the answer in progress
@@ -184,9 +185,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.received_any = True
         self._unset_keepalive_if_required()
         if self.in_head:
-            # The whole chunk counts toward the head it starts or continues. A chunk that also finishes the head
-            # resets the count in on_headers_complete, so the next head in the same chunk is undercounted by at
-            # most one read: the bound holds to within one read's size (tens of KiB).
+            # The whole chunk counts toward the head it starts or continues: this bounds a head that never ends
+            # (an endless header value). A head that ends within the read is counted exactly by the parser
+            # callbacks (_count_head_bytes) instead, since on_headers_complete resets this count.
             self.head_bytes += len(data)
             if self.read_timer is None:
                 self._arm(self.limits.header_timeout_s)
@@ -211,18 +212,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # Parser callbacks
     def on_message_begin(self) -> None:
-        """A new request: its own header count."""
+        """A new request: its own header count and size."""
         super().on_message_begin()
         self.header_count = 0
+        self.parsed_head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        """Count the target toward the head's size."""
+        self._count_head_bytes(len(url))
+        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Count header fields; stop parsing past the limit."""
+        """Count header fields and their bytes; stop parsing past either limit."""
         self.header_count += 1
         if self.header_count > self.limits.max_headers:
             _warn_headers(f"over {self.limits.max_headers} header fields")
             self.refusal = (431, "headers_too_large", f"more than {self.limits.max_headers} header fields")
             raise _RefuseError
+        self._count_head_bytes(len(name) + len(value) + 4)  # "name: value\r\n"
         super().on_header(name, value)
+
+    def _count_head_bytes(self, n: int) -> None:
+        # Exact for what the parser has read: a head that arrives whole in one read (up to 256 KiB) never reaches
+        # data_received's check, which sees only heads still unfinished at the end of a read.
+        self.parsed_head_bytes += n
+        if self.parsed_head_bytes > self.limits.max_header_bytes:
+            _warn_headers(f"over {self.limits.max_header_bytes} bytes")
+            self.refusal = (431, "headers_too_large", f"request headers exceed {self.limits.max_header_bytes} bytes")
+            raise _RefuseError
 
     def on_headers_complete(self) -> None:
         """Head done: switch to the body clock; refuse a request beyond the pipelining depth before queueing it."""

@@ -116,6 +116,39 @@ def test_an_endless_header_section_gets_431_and_costs_no_memory(
     assert "431" in log.read_text()  # a refusal is logged (rate-limited)
 
 
+def test_a_head_over_the_byte_limit_gets_431_even_when_it_arrives_in_one_read(
+    tiny_package: Path, tmp_path: Path
+) -> None:
+    # The default limit is 16 KiB; a read is up to 256 KiB, so a whole oversized head can arrive in one.
+    def head(target: bytes, value_bytes: int) -> bytes:
+        return (
+            b"GET "
+            + target
+            + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Big: "
+            + b"a" * value_bytes
+            + b"\r\n\r\n"
+        )
+
+    heads = {
+        "15 KB header": head(b"/healthz", 15_000),
+        "17 KB header": head(b"/healthz", 17_000),
+        "100 KB header": head(b"/healthz", 100_000),
+        "200 KB header": head(b"/healthz", 200_000),
+        "100 KB target": head(b"/healthz?" + b"q" * 100_000, 10),
+    }
+    with server(tiny_package, tmp_path) as (port, _, _):
+        answers = {}
+        for name, data in heads.items():
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(data)
+                answers[name] = read_response(sock)
+        took = healthz_seconds(port)
+    statuses = {name: answer[9:12] for name, answer in answers.items()}
+    assert statuses == {"15 KB header": b"200", **{name: b"431" for name in list(heads)[1:]}}, statuses
+    assert all(b'"code": "headers_too_large"' in answers[name] for name in list(heads)[1:])
+    assert took < 2.0
+
+
 def test_too_many_header_fields_get_431(tiny_package: Path, tmp_path: Path) -> None:
     with server(tiny_package, tmp_path, INTENT_MAX_HEADERS="20") as (port, _, _):
         ok = b"".join(b"X-%d: v\r\n" % i for i in range(15))
