@@ -15,26 +15,38 @@ from compression.commands.common import UsageError
 PROG = "python -m compression"
 
 
-def add_global_options(parser: argparse.ArgumentParser) -> None:
-    """The options every command reads: the data source, its oos label and domains, verbosity."""
-    parser.add_argument(
+def add_global_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The options every command reads: the data source, its oos label and domains, verbosity.
+
+    They are taken before the command's name and after it: `defaults=False` (on each command's parser) sets an
+    option only when it is given there, so one given before the name is not overwritten by a default.
+    """
+    where = "after" if defaults else "before"
+    group = parser.add_argument_group(f"data and logging (also accepted {where} the command name)")
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    group.add_argument(
         "--data",
+        default=default(None),
         help="CSV or JSONL file of text,label[,split] (your own intents), a CLINC150 oos-eval JSON or an HF dataset "
         "name (default: the local CLINC150 file if present)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--oos-label",
-        default=DEFAULT_OOS_LABEL,
+        default=default(DEFAULT_OOS_LABEL),
         help="the out-of-scope label, the service's fallback answer; data without such rows still gets it as a "
-        "class (default: %(default)s)",
+        f"class (default: {DEFAULT_OOS_LABEL})",
     )
-    parser.add_argument(
+    group.add_argument(
         "--domains",
         type=Path,
+        default=default(None),
         help='JSON {"domain": [intents]} named in the fallback message (default: CLINC150\'s domains.json for '
         "CLINC150, else none: a generic message)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true")
+    group.add_argument("-v", "--verbose", action="store_true", default=default(False))
 
 
 def build_parser(
@@ -46,7 +58,9 @@ def build_parser(
     parser.set_defaults(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in commands.items():
-        module.add_arguments(sub.add_parser(name, help=module.HELP))
+        command = sub.add_parser(name, help=module.HELP)
+        module.add_arguments(command)
+        add_global_options(command, defaults=False)
     return parser
 
 

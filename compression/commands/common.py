@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,8 @@ from compression.config import FinetuneConfig
 
 if TYPE_CHECKING:
     from compression.data import ClincData
+
+logger = logging.getLogger(__name__)
 
 # The package most commands read by default: the teacher `finetune` writes.
 DEFAULT_PACKAGE = FinetuneConfig.output_dir
@@ -28,16 +31,44 @@ def require_at_least(args: argparse.Namespace, **minimums: int) -> None:
 
 
 def data_from_args(args: argparse.Namespace, *packages: Path) -> ClincData:
-    """The --data source (--oos-label, --domains); a bad file, or intents a `packages` one lacks, ends it in one line."""
+    """The --data source (--oos-label, --domains); a bad file, or intents a `packages` one lacks, ends it in one line.
+
+    Without --data: the file the first of `packages` was built from when that is not CLINC150 (the default).
+    """
     from compression.data import load_data as load
 
     try:
-        data = load(args.data, oos_label=args.oos_label, domains_file=args.domains)
+        data = load(built_from(args, *packages), oos_label=args.oos_label, domains_file=args.domains)
     except (ValueError, OSError) as exc:
         prog = getattr(args, "prog", "python -m compression")
         raise SystemExit(f"{prog}: error: --data: {exc}") from None
     check_package_labels(args, data, *packages)
     return data
+
+
+def built_from(args: argparse.Namespace, *packages: Path) -> str | None:
+    """--data, else the data file of your own that the first package records (None: CLINC150, the default)."""
+    if args.data is not None or not packages:
+        return args.data
+    from app.package import PackageError, read_manifest
+    from compression.data.clinc import CLINC_NAMES
+
+    try:
+        recorded = read_manifest(packages[0]).source.get("dataset")
+    except PackageError:
+        return None  # the command's own check names what is wrong with the package
+    if not isinstance(recorded, str) or Path(recorded).name in CLINC_NAMES:
+        return None
+    if Path(recorded).suffix.lower() not in {".csv", ".jsonl", ".ndjson", ".json"}:
+        return None  # a dataset name: loading it is the default's business
+    if not Path(recorded).is_file():
+        prog = getattr(args, "prog", "python -m compression")
+        raise SystemExit(
+            f"{prog}: error: {packages[0]} was built from {recorded}, which is not there from this folder; "
+            f"pass --data with that file"
+        )
+    logger.info("--data not given: %s, the data %s was built from", recorded, packages[0])
+    return recorded
 
 
 def check_package_labels(args: argparse.Namespace, data: ClincData, *packages: Path) -> None:

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from app.decision import DEFAULT_OOS_LABEL
-from compression.data.splits import ClincData, DataError, Split, read_domains
+from compression.data.splits import ClincData, DataError, Split, data_warnings, read_domains
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +18,8 @@ LOCAL_CANDIDATES = (
 )
 HF_DATASET = "clinc_oos"
 HF_CONFIG = "plus"
+# The names CLINC150 is recorded under in a package's manifest (source.dataset).
+CLINC_NAMES = {*(c.name for c in LOCAL_CANDIDATES), HF_DATASET}
 
 
 def default_data_source() -> str:
@@ -28,20 +30,42 @@ def default_data_source() -> str:
     return HF_DATASET
 
 
-def _load_local(path: Path) -> tuple[Split, Split, Split]:
-    raw = json.loads(path.read_text())
+def _load_local(path: Path) -> tuple[Split, Split, Split, set[str]]:
+    """The three splits of an oos-eval file, and the labels of its oos_* rows."""
     own = "; for your own intents use a .csv or .jsonl file of text,label"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"cannot read {path}: it is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}){own}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path} is not an oos-eval CLINC150 file (not a JSON object){own}")
+        raise DataError(f"{path} is not an oos-eval CLINC150 file (not a JSON object){own}")
     missing = {"train", "val", "test", "oos_train", "oos_val", "oos_test"} - set(raw)
     if missing:
-        raise ValueError(f"{path} is not an oos-eval CLINC150 file: missing keys {sorted(missing)}{own}")
+        raise DataError(f"{path} is not an oos-eval CLINC150 file: missing keys {sorted(missing)}{own}")
+    for key in ("train", "val", "test", "oos_train", "oos_val", "oos_test"):
+        rows = raw[key]
+        bad = next(
+            (
+                i
+                for i, row in enumerate(rows if isinstance(rows, list) else [None])
+                if not (isinstance(row, list) and len(row) == 2 and all(isinstance(v, str) and v.strip() for v in row))
+            ),
+            None,
+        )
+        if bad is not None:
+            found = json.dumps(rows[bad] if isinstance(rows, list) else rows)[:80]
+            raise DataError(
+                f'{path}: {key}[{bad}] is {found}; each row of an oos-eval file is a ["text", "label"] pair{own}'
+            )
 
     def split(*keys: str) -> Split:
         rows = [row for key in keys for row in raw[key]]
         return Split([r[0] for r in rows], [r[1] for r in rows])
 
-    return split("train", "oos_train"), split("val", "oos_val"), split("test", "oos_test")
+    oos_labels = {row[1] for key in ("oos_train", "oos_val", "oos_test") for row in raw[key]}
+    return split("train", "oos_train"), split("val", "oos_val"), split("test", "oos_test"), oos_labels
 
 
 def _load_hf(name: str) -> tuple[Split, Split, Split]:
@@ -56,15 +80,19 @@ def _load_hf(name: str) -> tuple[Split, Split, Split]:
     return split("train"), split("validation"), split("test")
 
 
-def load_domains(data_path: Path | None) -> dict[str, list[str]]:
-    """domain -> intents from domains.json next to the data file, if any."""
-    if data_path is not None:
-        candidate = data_path.parent / "domains.json"
+def load_domains(data_path: Path | None, labels: list[str]) -> dict[str, list[str]]:
+    """domain -> intents from the domains.json next to the data file (for the HF dataset: the local CLINC150 copy's).
+
+    Found, not asked for: a file that names intents the data does not have (another dataset's) is not used.
+    """
+    folders = [data_path.parent] if data_path is not None else [c.parent for c in LOCAL_CANDIDATES]
+    for candidate in (folder / "domains.json" for folder in folders):
         if candidate.is_file():
-            return json.loads(candidate.read_text())
-    for candidate in LOCAL_CANDIDATES:
-        if (candidate.parent / "domains.json").is_file():
-            return json.loads((candidate.parent / "domains.json").read_text())
+            try:
+                return read_domains(candidate, labels)
+            except DataError as exc:
+                logger.warning("%s; the oos fallback message will list no domains (pass --domains FILE)", exc)
+                return {}
     logger.warning("domains.json not found; the oos fallback message will list no domains")
     return {}
 
@@ -82,19 +110,25 @@ def load_clinc(
             raise DataError(
                 f"unknown data file extension {path.suffix!r} ({path}); use .csv or .jsonl, or a CLINC150 .json"
             )
-        train, val, test = _load_local(path)
-        domains = load_domains(path) if domains_file is None else {}
+        train, val, test, oos_rows = _load_local(path)
     else:
+        path, oos_rows = None, set()
         train, val, test = _load_hf(source)
-        domains = load_domains(None) if domains_file is None else {}
-    labels = sorted(set(train.labels))
+    labels = sorted(set(train.labels) | {oos_label})
     unknown = (set(val.labels) | set(test.labels)) - set(labels)
     if unknown:
-        raise ValueError(f"labels in val/test but not in train: {sorted(unknown)[:5]}")
-    if oos_label not in labels:
-        raise ValueError(f"the data has no {oos_label!r} label; use the `plus` config (data_oos_plus.json)")
-    if domains_file is not None:
-        domains = read_domains(domains_file, labels)
+        raise DataError(f"{source}: labels in val/test but not in train: {sorted(unknown)[:5]}")
+    if oos_label not in train.labels + val.labels + test.labels:
+        if path is None or oos_rows:
+            found = f"its oos_* rows are labelled {sorted(oos_rows)[0]!r}" if oos_rows else "use the `plus` config"
+            raise DataError(f"{source} has no {oos_label!r} rows; {found} (--oos-label names the out-of-scope label)")
+        logger.warning(
+            "%s has no out-of-scope rows: the model gets an %r class that no example targets, and the oos rule is "
+            "calibrated on in-scope validation queries alone",
+            source,
+            oos_label,
+        )
+    domains = read_domains(domains_file, labels) if domains_file is not None else load_domains(path, labels)
     logger.info(
         "CLINC150 from %s: %d train, %d val, %d test, %d labels",
         source,
@@ -103,4 +137,7 @@ def load_clinc(
         len(test),
         len(labels),
     )
-    return ClincData(train, val, test, labels, domains, source, oos_label)
+    data = ClincData(train, val, test, labels, domains, source, oos_label)
+    for warning in data_warnings(data):
+        logger.warning("%s: %s", source, warning)
+    return data

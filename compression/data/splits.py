@@ -61,3 +61,43 @@ def read_domains(path: Path, labels: list[str]) -> dict[str, list[str]]:
     if unknown:
         raise DataError(f"{path} lists intents that are not labels of the data: {', '.join(unknown[:5])}")
     return raw
+
+
+def same_text(text: str) -> str:
+    """The key under which two texts count as the same: case and runs of whitespace ignored."""
+    return " ".join(text.casefold().split())
+
+
+def data_warnings(data: ClincData, overlap_share: float = 0.01) -> list[str]:
+    """What in the data makes a model or its figures misleading: contradictory labels, test texts seen in training
+    (beyond `overlap_share` of a split: CLINC150 itself has 3 and 2), labels that differ only in case."""
+    warnings = []
+    first: dict[str, str] = {}
+    conflicts = []
+    for split in (data.train, data.validation, data.test):
+        for text, label in zip(split.texts, split.labels, strict=True):
+            seen = first.setdefault(same_text(text), label)
+            if seen != label:
+                conflicts.append((text, seen, label))
+    if conflicts:
+        text, a, b = conflicts[0]
+        warnings.append(
+            f"{len(conflicts)} row(s) repeat a text with another label, e.g. {text!r} as {a!r} and {b!r}: "
+            "the model cannot learn both, and the figures count one of them wrong"
+        )
+    trained = {same_text(text) for text in data.train.texts}
+    for name, split in (("validation", data.validation), ("test", data.test)):
+        seen_in_train = sum(same_text(text) in trained for text in split.texts)
+        if seen_in_train > overlap_share * len(split):
+            warnings.append(
+                f"{seen_in_train} of {len(split)} {name} texts also appear in train: {name} figures will be optimistic"
+            )
+    by_case: dict[str, list[str]] = {}
+    for label in data.labels:
+        by_case.setdefault(label.casefold(), []).append(label)
+    clashes = [labels for labels in by_case.values() if len(labels) > 1]
+    if clashes:
+        named = ", ".join(" / ".join(repr(label) for label in labels) for labels in clashes[:3])
+        oos = f"; only {data.oos_label!r} is out of scope" if any(data.oos_label in c for c in clashes) else ""
+        warnings.append(f"labels that differ only in case are different intents: {named}{oos}")
+    return warnings

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from app.decision import DEFAULT_OOS_LABEL
 from compression.data.clinc import default_data_source, load_clinc
-from compression.data.splits import ClincData, DataError, Split, read_domains
+from compression.data.splits import ClincData, DataError, Split, data_warnings, read_domains, same_text
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +42,20 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     names = [h.strip().lower() for h in header]
     for field in ("text", "label"):
         if field not in names:
+            other = next((d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]), None)
+            hint = f"; the file seems to be separated by {other!r}: save it comma-separated" if other else ""
             raise DataError(
-                f"{path} has no {field!r} column (header: {', '.join(header)}); name the columns text,label"
+                f"{path} has no {field!r} column (header: {', '.join(header)}); name the columns text,label{hint}"
             )
     for row in reader:
-        if row:  # blank lines
-            yield reader.line_num, {name: value for name, value in zip(names, row, strict=False)}
+        if not row:  # blank lines
+            continue
+        if any(value.strip() for value in row[len(names) :]):
+            raise DataError(
+                f"{path}:{reader.line_num}: {len(row)} fields where the header has {len(names)}; a text that holds "
+                f'a comma must be quoted, e.g. "a pizza, large",order_pizza'
+            )
+        yield reader.line_num, {name: value for name, value in zip(names, row, strict=False)}
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
@@ -149,6 +157,7 @@ def load_table(path: Path, seed: int = SPLIT_SEED) -> tuple[Split, Split, Split]
                 raise DataError(f"{path}:{number}: unknown split {value!r}; use train, validation (or val) or test")
             splits.append(name)
     if not has_split:
+        texts, labels = _without_repeats(path, texts, labels)
         return stratified_split(texts, labels, seed)
     parts = []
     for name in ("train", "validation", "test"):
@@ -157,6 +166,24 @@ def load_table(path: Path, seed: int = SPLIT_SEED) -> tuple[Split, Split, Split]
             raise DataError(f"{path}: the {name} split has no rows; give it some or drop the split column")
         parts.append(Split([texts[i] for i in idx], [labels[i] for i in idx]))
     return parts[0], parts[1], parts[2]
+
+
+def _without_repeats(path: Path, texts: list[str], labels: list[str]) -> tuple[list[str], list[str]]:
+    """The rows less repeats of the same text with the same label (kept once), so no text lands in two splits."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for i, key in enumerate(zip(map(same_text, texts), labels, strict=True)):
+        if key not in seen:
+            seen.add(key)
+            kept.append(i)
+    if len(kept) < len(texts):
+        logger.warning(
+            "%s: %d row(s) repeat an earlier row's text and label; each is kept once, so that no text is both "
+            "trained on and tested",
+            path,
+            len(texts) - len(kept),
+        )
+    return [texts[i] for i in kept], [labels[i] for i in kept]
 
 
 def is_table(source: str) -> bool:
@@ -207,4 +234,7 @@ def load_data(
         len(labels),
         oos_label,
     )
-    return ClincData(train, val, test, labels, domains, source, oos_label)
+    data = ClincData(train, val, test, labels, domains, source, oos_label)
+    for warning in data_warnings(data):
+        logger.warning("%s: %s", path, warning)
+    return data

@@ -158,6 +158,28 @@ CSV_ERRORS = [
     ("mine.jsonl", '{"text": "hi", "label": "a"}\n{"text": "yo", \n', "mine.jsonl:2: not valid JSON"),
     ("mine.csv", "text,label\nh1,oos\nh2,oos\nh3,oos\n", "at least one in-scope intent"),
     ("mine.txt", "text,label\nhi,a\n", "unknown data file extension '.txt'"),
+    ("mine.csv", "text,label\nhi,a\na pizza, large,a\n", "mine.csv:3: 3 fields where the header has 2; a text that"),
+    ("mine.csv", "text;label\nhi;a\n", "the file seems to be separated by ';': save it comma-separated"),
+    ("mine.csv", "text\tlabel\nhi\ta\n", "the file seems to be separated by '\\t'"),
+    ("mine.json", "", "mine.json is not valid JSON (Expecting value"),
+    (
+        "mine.json",
+        json.dumps({k: [] for k in ("train", "val", "test", "oos_val", "oos_test")} | {"oos_train": 1}),
+        'oos_train[0] is 1; each row of an oos-eval file is a ["text", "label"] pair',
+    ),
+    (
+        "mine.json",
+        json.dumps(
+            {k: [] for k in ("val", "test", "oos_train", "oos_val", "oos_test")}
+            | {"train": [["hi", "a"], {"text": "yo", "intent": "a"}]}
+        ),
+        'train[1] is {"text": "yo", "intent": "a"}; each row',
+    ),
+    (
+        "mine.json",
+        json.dumps({k: [] for k in ("val", "test", "oos_train", "oos_val", "oos_test")} | {"train": [["hello"]]}),
+        'train[0] is ["hello"]',
+    ),
 ]
 
 
@@ -176,7 +198,9 @@ def test_bad_data_files_end_the_cli_with_one_actionable_line(
 def test_missing_files_and_labels_are_one_line_too(tmp_path: Path, clinc_json: Path) -> None:
     assert "data file not found" in fail_line(["--data", str(tmp_path / "nope.csv"), "finetune"])
     assert "data file not found" in fail_line(["--data", str(tmp_path / "nope.json"), "finetune"])
-    assert "the data has no 'none' label" in fail_line(["--data", str(clinc_json), "--oos-label", "none", "finetune"])
+    assert "has no 'none' rows; its oos_* rows are labelled 'oos'" in fail_line(
+        ["--data", str(clinc_json), "--oos-label", "none", "finetune"]
+    )
     assert "must not be empty" in fail_line(["--data", str(clinc_json), "--oos-label", " ", "finetune"])
     with pytest.raises(DataError, match="single example"):
         load_data(str(write(tmp_path / "one.csv", "text,label\nhi,a\nyo,b\nhey,b\n")))
@@ -334,3 +358,116 @@ async def test_finetune_on_a_csv_without_oos_rows_and_serve_it(
         refused = (await client.post("/classify", json={"text": "what is my balance now"})).json()
     assert (refused["intent"], refused["oos"]) == ("oos", True)
     assert refused["fallback"] == {"message": "Sorry, I can't help with that.", "domains": []}
+
+
+# --- data that trains but misleads: warnings, and repeats kept once ------------------------------------------
+
+
+def test_a_trailing_empty_field_is_not_an_extra_column(tmp_path: Path) -> None:
+    plain = load_data(str(write(tmp_path / "plain.csv", NO_OOS)))
+    trailing = NO_OOS.replace("\n", ",\n").replace("text,label,", "text,label")
+    assert load_data(str(write(tmp_path / "trailing.csv", trailing))).train == plain.train
+
+
+def test_repeated_rows_are_kept_once_so_no_text_is_trained_on_and_tested(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = load_data(str(write(tmp_path / "plain.csv", NO_OOS)))
+    rows = NO_OOS.strip().splitlines()
+    repeated = "\n".join([*rows, *rows[1:], "What is  my BALANCE,balance"]) + "\n"  # every row twice, once re-cased
+    with caplog.at_level("WARNING", logger="compression"):
+        data = load_data(str(write(tmp_path / "repeated.csv", repeated)))
+    assert (data.train, data.validation, data.test) == (plain.train, plain.validation, plain.test)
+    assert "13 row(s) repeat an earlier row's text and label" in caplog.text
+
+
+def test_contradictions_overlaps_and_case_clashes_are_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from compression.data.splits import data_warnings
+
+    rows = WITH_OOS.replace("the dow,out_of_scope,train", "is it sunny now,Weather,train")  # a clash twice over
+    rows = rows.replace("is it sunny,weather,TEST", "what is my balance,balance,test")  # a test text seen in train
+    with caplog.at_level("WARNING", logger="compression"):
+        data = load_data(str(write(tmp_path / "mine.csv", rows)), oos_label="out_of_scope")
+    warned = data_warnings(data)
+    assert len(warned) == 3, warned
+    assert warned[0].startswith("1 row(s) repeat a text with another label, e.g. 'is it sunny now' as 'weather' and")
+    assert warned[1] == "1 of 4 test texts also appear in train: test figures will be optimistic"
+    assert warned[2] == "labels that differ only in case are different intents: 'Weather' / 'weather'"
+    assert all(w in caplog.text for w in warned)
+    assert data_warnings(load_data(str(write(tmp_path / "clean.csv", WITH_OOS)), oos_label="out_of_scope")) == []
+
+
+def test_case_clash_with_the_oos_label_says_which_is_out_of_scope(tmp_path: Path) -> None:
+    from compression.data.splits import data_warnings
+
+    data = load_data(str(write(tmp_path / "mine.csv", WITH_OOS.replace(",out_of_scope,", ",OOS,", 1))))
+    assert "'OOS' / 'oos'" in data_warnings(data)[-1]
+    assert data_warnings(data)[-1].endswith("only 'oos' is out of scope")
+
+
+def test_an_oos_eval_file_of_your_own_does_not_borrow_clinc150s_domains(
+    clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import compression.data.clinc as clinc
+
+    # CLINC150 where the default looks for it, domains.json beside it; your own oos-eval file elsewhere.
+    monkeypatch.setattr(clinc, "LOCAL_CANDIDATES", (clinc_json,))
+    own = {"train": [], "val": [], "test": [], "oos_train": [], "oos_val": [], "oos_test": []}
+    for key, n in (("train", 4), ("val", 2), ("test", 2)):
+        own[key] = [
+            [f"{w} pizza {i}", label] for i in range(n) for w, label in (("order a", "order"), ("track my", "track"))
+        ]
+    mine = tmp_path / "own" / "pizza.json"
+    mine.parent.mkdir()
+    mine.write_text(json.dumps(own))
+    assert load_data(str(mine)).domains == {}  # not CLINC150's banking, travel, ...
+    # A domains.json beside it that names other intents (a copied CLINC150 one) is not used either.
+    (mine.parent / "domains.json").write_text((clinc_json.parent / "domains.json").read_text())
+    with caplog.at_level("WARNING", logger="compression"):
+        assert load_data(str(mine)).domains == {}
+    assert "lists intents that are not labels of the data" in caplog.text
+    (mine.parent / "domains.json").write_text(json.dumps({"pizza": ["order", "track"]}))
+    assert load_data(str(mine)).domains == {"pizza": ["order", "track"]}
+    assert load_data(str(clinc_json)).domains["banking"] == ["balance", "transfer"]  # CLINC150 keeps its own
+
+
+def test_data_options_are_taken_after_the_command_name_too() -> None:
+    from compression.cli import build_parser
+
+    parser = build_parser()
+    before = parser.parse_args(["--data", "a.csv", "--oos-label", "none", "-v", "evaluate"])
+    after = parser.parse_args(["evaluate", "--data", "a.csv", "--oos-label", "none", "-v"])
+    for args in (before, after):
+        assert (args.data, args.oos_label, args.domains, args.verbose) == ("a.csv", "none", None, True)
+    mixed = parser.parse_args(["--data", "a.csv", "evaluate", "--domains", "d.json"])
+    assert (mixed.data, mixed.oos_label, str(mixed.domains)) == ("a.csv", "oos", "d.json")
+    assert parser.parse_args(["evaluate"]).data is None
+
+
+def test_without_data_a_command_reads_the_file_the_package_was_built_from(
+    package_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.package import write_manifest
+    from compression.cli import build_parser
+    from compression.commands.common import built_from
+
+    write(tmp_path / "mine.csv", NO_OOS)
+    manifest = read_manifest(package_copy)
+    manifest.source["dataset"] = "mine.csv"  # recorded as given, relative to where the build ran
+    write_manifest(package_copy, manifest)
+    args = build_parser().parse_args(["evaluate", "--package", str(package_copy)])
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("INFO", logger="compression"):
+        assert built_from(args, package_copy) == "mine.csv"
+    assert "--data not given: mine.csv, the data" in caplog.text
+    assert built_from(build_parser().parse_args(["--data", "x.csv", "evaluate"]), package_copy) == "x.csv"
+    monkeypatch.chdir(package_copy)  # where mine.csv is not
+    message = fail_line(["evaluate", "--package", str(package_copy)])
+    assert message == (
+        f"python -m compression: error: {package_copy} was built from mine.csv, which is not there from this "
+        "folder; pass --data with that file"
+    )
+    for recorded in ("data_oos_plus.json", "clinc_oos", "synthetic", "banking77"):  # CLINC150, or a dataset name
+        manifest.source["dataset"] = recorded
+        write_manifest(package_copy, manifest)
+        assert built_from(args, package_copy) is None
