@@ -67,8 +67,8 @@ class BodyTooLarge(HTTPException):
 
 
 async def send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
-    """A JSON response straight onto the ASGI channel, with no Response object."""
-    payload = json.dumps(body).encode()
+    """A JSON response straight onto the ASGI channel, with no Response object (encoded as Starlette's JSONResponse)."""
+    payload = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
