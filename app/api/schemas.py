@@ -58,8 +58,13 @@ def path_text(path: str) -> str:
     return path
 
 
-# 4096: Linux's PATH_MAX, the longest path a system call takes.
-PathText = Annotated[StrictStr, Field(min_length=1, max_length=4096), AfterValidator(path_text)]
+# 4096: Linux's PATH_MAX, the longest path a system call takes. The pattern documents path_text's rule.
+PATH_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+PathText = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=4096, json_schema_extra={"pattern": PATH_PATTERN}),
+    AfterValidator(path_text),
+]
 
 
 class ClassifyRequest(BaseModel):
