@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.cpu import int8_preset, int8_weights_drift
 from app.package import read_manifest, write_manifest
 from compression.export import export_raw
 
 logger = logging.getLogger(__name__)
 
-PRESETS = ("avx512_vnni", "avx2", "arm64")
+# "auto": the preset whose kernels are exact on the CPU that quantizes (app.cpu.int8_preset), recorded resolved.
+PRESETS = ("auto", "avx512_vnni", "avx2", "arm64")
 EMBEDDING_BITS = (8, 4)
 GRAPHS = ("fused", "plain")
 # INT4 tensors (GatherBlockQuantized's table) need opset 21 and IR version 10.
@@ -27,7 +29,9 @@ class QuantizeConfig:
     """Dynamic (weights int8, activations quantized at run time) quantization settings."""
 
     package_dir: Path = Path("artifacts/teacher")
-    preset: str = "avx512_vnni"
+    # The package is evaluated and benchmarked where it is built: "auto" makes those figures hold there. An
+    # x86 CPU without VNNI gets uint8 weights (avx2), since int8 ones (avx512_vnni) saturate on it.
+    preset: str = "auto"
     # One scale per output column instead of one per matrix: on all six trained packages it halved the
     # validation decisions that differ from the fp32 graph (docs/experiments.md), for 3-12% more latency.
     per_channel: bool = True
@@ -132,6 +136,13 @@ def quantize(cfg: QuantizeConfig) -> Path:
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     package_dir = Path(cfg.package_dir)
+    preset = int8_preset() if cfg.preset == "auto" else cfg.preset
+    if int8_weights_drift(preset):
+        logger.warning(
+            "preset %s on a CPU without VNNI: int8 weights saturate here, so this package's figures measured on "
+            "this machine will be off (--quant-preset auto or avx2 quantizes for this CPU)",
+            preset,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         src_dir = Path(tmp) / "src"
         if cfg.graph == "fused":
@@ -142,7 +153,7 @@ def quantize(cfg: QuantizeConfig) -> Path:
         if cfg.embedding_bits == 4:  # keep the table fp32 through the int8 pass, then make it 4-bit
             vocab_size = json.loads((package_dir / "config.json").read_text())["vocab_size"]
             exclude = [word_embedding_gather(onnx.load(src_dir / "model.onnx", load_external_data=False), vocab_size)]
-        qconfig = getattr(AutoQuantizationConfig, cfg.preset)(
+        qconfig = getattr(AutoQuantizationConfig, preset)(
             is_static=False, per_channel=cfg.per_channel, nodes_to_exclude=exclude
         )
         quantizer = ORTQuantizer.from_pretrained(src_dir, file_name="model.onnx")
@@ -155,7 +166,7 @@ def quantize(cfg: QuantizeConfig) -> Path:
     manifest.source["quantization"] = {
         "method": "ORT dynamic int8",
         "graph": cfg.graph,
-        "preset": cfg.preset,
+        "preset": preset,
         "per_channel": cfg.per_channel,
         "embedding_bits": cfg.embedding_bits,
         **({"embedding_block_size": cfg.embedding_block_size} if cfg.embedding_bits == 4 else {}),
@@ -165,7 +176,7 @@ def quantize(cfg: QuantizeConfig) -> Path:
         "quantized %s/model_quantized.onnx (%s graph, %s, per_channel=%s, embedding %d-bit)",
         package_dir,
         cfg.graph,
-        cfg.preset,
+        preset,
         cfg.per_channel,
         cfg.embedding_bits,
     )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnxruntime as ort
 
 from app.backends.base import Backend
+from app.cpu import int8_weights_drift
 from app.package import PackageError
 from app.tokenizer import Encoded
+
+logger = logging.getLogger(__name__)
 
 
 class OnnxBackend(Backend):
@@ -48,3 +53,17 @@ class OnnxInt8Backend(OnnxBackend):
 
     name = "onnx-int8"
     precision = "int8"
+
+    def load(self) -> None:
+        """The session, and a warning when this CPU computes the package's int8 weights inexactly."""
+        super().load()
+        preset = self.manifest.source.get("quantization", {}).get("preset")
+        if int8_weights_drift(preset):
+            logger.warning(
+                "%s was quantized with the %s preset (int8 weights), and this CPU has no VNNI: ORT's int8 kernels "
+                "saturate here, so its answers may differ from the package's measured figures. Serve the onnx "
+                "backend, or re-quantize for this CPU: python -m compression quantize --package DIR "
+                "--quant-preset avx2",
+                self.package_dir,
+                preset,
+            )

@@ -103,7 +103,12 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     """The int8 options, with QuantizeConfig's defaults."""
     from compression.quantize import EMBEDDING_BITS, GRAPHS, PRESETS, QuantizeConfig
 
-    p.add_argument("--quant-preset", default=QuantizeConfig.preset, choices=PRESETS)
+    p.add_argument(
+        "--quant-preset",
+        default=QuantizeConfig.preset,
+        choices=PRESETS,
+        help="ORT int8 preset; auto (default): the one exact on this CPU (avx512_vnni with VNNI, avx2 without, arm64)",
+    )
     p.add_argument(
         "--per-channel",
         action=argparse.BooleanOptionalAction,

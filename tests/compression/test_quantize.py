@@ -131,3 +131,23 @@ def test_fused_quantization_needs_the_exported_graph(package_copy: Path) -> None
         quantize(QuantizeConfig(package_copy))
     with pytest.raises(ValueError, match="unknown graph"):
         QuantizeConfig(package_copy, graph="folded")
+
+
+@pytest.mark.parametrize(
+    ("flags", "preset", "weights"), [({"avx2", "avx512_vnni"}, "avx512_vnni", "int8"), ({"avx2"}, "avx2", "uint8")]
+)
+def test_the_auto_preset_is_the_one_exact_on_the_quantizing_cpu(
+    package_copy: Path, monkeypatch: pytest.MonkeyPatch, flags: set[str], preset: str, weights: str
+) -> None:
+    import app.cpu
+
+    monkeypatch.setattr(app.cpu, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(app.cpu.platform, "machine", lambda: "x86_64")
+    assert QuantizeConfig(package_copy).preset == "auto"
+    quantize(QuantizeConfig(package_copy))
+    assert read_manifest(package_copy).source["quantization"]["preset"] == preset  # recorded resolved
+    model = onnx.load(package_copy / "model_quantized.onnx")
+    types = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.data_type).name for i in model.graph.initializer}
+    matmuls = [n for n in model.graph.node if n.op_type in ("MatMulInteger", "QAttention")]
+    assert len(matmuls) >= 4
+    assert {types[n.input[1]] for n in matmuls} == {weights}  # the weights the preset's kernels need
