@@ -61,7 +61,6 @@ class HttpLimits:
 # Who counts refusals: the serving app's metrics register in its lifespan (app.main). A refusal happens before any
 # app code runs, so the protocol reports it to the process, not to an app.
 _refusal_listeners: list[Callable[[str], None]] = []
-REFUSAL_REASONS = ("connection_limit", "headers_too_large", "pipelining", "read_timeout", "invalid_http")
 
 
 def count_refusals(listener: Callable[[str], None]) -> Callable[[], None]:
@@ -102,6 +101,9 @@ _warn_invalid = _Refusal(
 _warn_pipeline = _Refusal(
     "pipelining",
     "a connection pipelined more than %d requests: closing it after the request in progress, dropping the rest",
+)
+REFUSAL_REASONS = tuple(
+    kind.reason for kind in (_warn_connections, _warn_headers, _warn_pipeline, _warn_timeout, _warn_invalid)
 )
 
 

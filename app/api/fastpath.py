@@ -57,7 +57,7 @@ def _well_formed(request: Request, messages: list[dict]) -> ClassifyRequest | No
         return None
     body = b"".join(m.get("body", b"") for m in messages)
     try:
-        check_key(request)
+        check_key(request)  # ServiceMiddleware refused a wrong key already; this route never answers without one
         parsed = ClassifyRequest.model_validate(json.loads(body))
     # JSONDecodeError and UnicodeDecodeError are ValueErrors; a deeply nested body raises RecursionError.
     except (APIError, ValueError, RecursionError, ValidationError):

@@ -11,8 +11,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 # whitespace in Python's sense or in JSON Schema's (ECMA-262) sense, and the control (Cc) and format (Cf)
 # characters of the Basic Multilingual Plane (zero-width spaces, bidi marks, NUL ...). Written out, not \p{..}:
 # the documented pattern and the handlers' check then agree for every client, whichever dialect it validates with.
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"  # the C0 and C1 controls (Cc)
 BLANK_CHARS = (
-    r"\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    rf"\s{CONTROL_CHARS}\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
     r"\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
 )
 NOT_BLANK = f"[^{BLANK_CHARS}]"  # OpenAPI pattern: at least one non-blank character
@@ -49,17 +50,20 @@ def encodable(text: str) -> str:
 Text = Annotated[StrictStr, AfterValidator(encodable)]
 
 
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
+
+
 def path_text(path: str) -> str:
     """The path unchanged, or ValueError when no file system could hold it (a control character, a surrogate)."""
     encodable(path)
-    bad = next((c for c in path if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F), None)
+    bad = _CONTROL.search(path)
     if bad is not None:
-        raise ValueError(f"control character U+{ord(bad):04X} at position {path.index(bad)} is not allowed in a path")
+        raise ValueError(f"control character U+{ord(bad[0]):04X} at position {bad.start()} is not allowed in a path")
     return path
 
 
 # 4096: Linux's PATH_MAX, the longest path a system call takes. The pattern documents path_text's rule.
-PATH_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+PATH_PATTERN = f"^[^{CONTROL_CHARS}]+$"
 PathText = Annotated[
     StrictStr,
     Field(min_length=1, max_length=4096, json_schema_extra={"pattern": PATH_PATTERN}),

@@ -14,6 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from app.backends.base import Backend, load_backend
+from app.cpu import cpu_flags
 from app.package import Manifest, PackageError, read_manifest
 from compression.benchmark.config import (
     BERT_BASE_MB,
@@ -43,19 +44,17 @@ logger = logging.getLogger(__name__)
 def machine_info() -> dict[str, Any]:
     """CPU model, avx512_vnni support and core count (from /proc/cpuinfo where available)."""
     model: str | None = None
-    flags: set[str] = set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model is None:
+            if key.strip() == "model name":
                 model = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = set(value.split())
+                break
     model = model or platform.processor() or platform.machine()
     return {
         "cpu_model": model,
-        "avx512_vnni": "avx512_vnni" in flags,
+        "avx512_vnni": "avx512_vnni" in (cpu_flags() or ()),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "hostname": platform.node(),

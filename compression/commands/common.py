@@ -51,6 +51,7 @@ def built_from(args: argparse.Namespace, *packages: Path) -> str | None:
     if args.data is not None or not packages:
         return args.data
     from app.package import PackageError, read_manifest
+    from compression.data import is_table
     from compression.data.clinc import CLINC_NAMES
 
     try:
@@ -59,7 +60,7 @@ def built_from(args: argparse.Namespace, *packages: Path) -> str | None:
         return None  # the command's own check names what is wrong with the package
     if not isinstance(recorded, str) or Path(recorded).name in CLINC_NAMES:
         return None
-    if Path(recorded).suffix.lower() not in {".csv", ".jsonl", ".ndjson", ".json"}:
+    if not (is_table(recorded) or Path(recorded).suffix.lower() == ".json"):
         return None  # a dataset name: loading it is the default's business
     if not Path(recorded).is_file():
         prog = getattr(args, "prog", "python -m compression")
