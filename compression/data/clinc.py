@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from app.decision import DEFAULT_OOS_LABEL
-from compression.data.splits import ClincData, DataError, Split, data_warnings, read_domains
+from compression.data.splits import ClincData, DataError, Split, label_set, read_domains
 
 logger = logging.getLogger(__name__)
 
@@ -114,20 +114,11 @@ def load_clinc(
     else:
         path, oos_rows = None, set()
         train, val, test = _load_hf(source)
-    labels = sorted(set(train.labels) | {oos_label})
-    unknown = (set(val.labels) | set(test.labels)) - set(labels)
-    if unknown:
-        raise DataError(f"{source}: labels in val/test but not in train: {sorted(unknown)[:5]}")
-    if oos_label not in train.labels + val.labels + test.labels:
-        if path is None or oos_rows:
-            found = f"its oos_* rows are labelled {sorted(oos_rows)[0]!r}" if oos_rows else "use the `plus` config"
-            raise DataError(f"{source} has no {oos_label!r} rows; {found} (--oos-label names the out-of-scope label)")
-        logger.warning(
-            "%s has no out-of-scope rows: the model gets an %r class that no example targets, and the oos rule is "
-            "calibrated on in-scope validation queries alone",
-            source,
-            oos_label,
-        )
+    if oos_label not in train.labels + val.labels + test.labels and (path is None or oos_rows):
+        # The HF dataset, or a file whose oos_* rows carry another label: a mistaken --oos-label, not data without oos.
+        found = f"its oos_* rows are labelled {sorted(oos_rows)[0]!r}" if oos_rows else "use the `plus` config"
+        raise DataError(f"{source} has no {oos_label!r} rows; {found} (--oos-label names the out-of-scope label)")
+    labels = label_set(train, val, test, oos_label, source)
     domains = read_domains(domains_file, labels) if domains_file is not None else load_domains(path, labels)
     logger.info(
         "CLINC150 from %s: %d train, %d val, %d test, %d labels",
@@ -137,7 +128,4 @@ def load_clinc(
         len(test),
         len(labels),
     )
-    data = ClincData(train, val, test, labels, domains, source, oos_label)
-    for warning in data_warnings(data):
-        logger.warning("%s: %s", source, warning)
-    return data
+    return ClincData(train, val, test, labels, domains, source, oos_label)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.decision import DEFAULT_OOS_LABEL
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -61,6 +64,29 @@ def read_domains(path: Path, labels: list[str]) -> dict[str, list[str]]:
     if unknown:
         raise DataError(f"{path} lists intents that are not labels of the data: {', '.join(unknown[:5])}")
     return raw
+
+
+def label_set(train: Split, validation: Split, test: Split, oos_label: str, source: str) -> list[str]:
+    """The labels (train's, and the oos label always), or DataError; warns when no row is out of scope.
+
+    A file without oos rows still gets the oos label as a class: the service falls back to it, and calibration
+    then sets the oos rule on in-scope validation alone.
+    """
+    labels = sorted(set(train.labels) | {oos_label})
+    unknown = (set(validation.labels) | set(test.labels)) - set(labels)
+    if unknown:
+        raise DataError(f"{source}: labels in validation/test but not in train: {', '.join(sorted(unknown)[:5])}")
+    if len(labels) < 2:
+        raise DataError(f"{source}: every row is {oos_label!r}; the data needs at least one in-scope intent")
+    if oos_label not in train.labels + validation.labels + test.labels:
+        logger.warning(
+            "%s has no %r rows: the model gets an %r class that no example targets, and the oos rule is "
+            "calibrated on in-scope validation queries alone (pass --oos-label if your oos rows use another label)",
+            source,
+            oos_label,
+            oos_label,
+        )
+    return labels
 
 
 def same_text(text: str) -> str:

@@ -15,7 +15,15 @@ from pathlib import Path
 
 from app.decision import DEFAULT_OOS_LABEL
 from compression.data.clinc import default_data_source, load_clinc
-from compression.data.splits import ClincData, DataError, Split, data_warnings, read_domains, same_text
+from compression.data.splits import (
+    ClincData,
+    DataError,
+    Split,
+    data_warnings,
+    label_set,
+    read_domains,
+    same_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,26 +212,23 @@ def load_data(
     if not oos_label or not oos_label.strip():
         raise DataError("the oos label must not be empty (--oos-label)")
     source = source or default_data_source()
-    if not is_table(source):
-        return load_clinc(source, oos_label, domains_file)
+    data = (
+        load_clinc(source, oos_label, domains_file)
+        if not is_table(source)
+        else _load_own(source, oos_label, domains_file)
+    )
+    for warning in data_warnings(data):
+        logger.warning("%s: %s", source, warning)
+    return data
+
+
+def _load_own(source: str, oos_label: str, domains_file: Path | None) -> ClincData:
+    """A CSV / JSONL file of your own intents; domains only from `domains_file`."""
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path} (pass --data PATH to a CSV or JSONL file)")
     train, val, test = load_table(path)
-    labels = sorted(set(train.labels) | {oos_label})
-    unknown = (set(val.labels) | set(test.labels)) - set(labels)
-    if unknown:
-        raise DataError(f"{path}: labels in validation/test but not in train: {', '.join(sorted(unknown)[:5])}")
-    if len(labels) < 2:
-        raise DataError(f"{path}: every row is {oos_label!r}; the data needs at least one in-scope intent")
-    if oos_label not in train.labels + val.labels + test.labels:
-        logger.warning(
-            "%s has no %r rows: the model gets an %r class that no example targets, and the oos rule is "
-            "calibrated on in-scope validation queries alone (pass --oos-label if your oos rows use another label)",
-            path,
-            oos_label,
-            oos_label,
-        )
+    labels = label_set(train, val, test, oos_label, source)
     domains = read_domains(domains_file, labels) if domains_file is not None else {}
     logger.info(
         "%s: %d train, %d validation, %d test, %d labels (oos label %r)",
@@ -234,7 +239,4 @@ def load_data(
         len(labels),
         oos_label,
     )
-    data = ClincData(train, val, test, labels, domains, source, oos_label)
-    for warning in data_warnings(data):
-        logger.warning("%s: %s", path, warning)
-    return data
+    return ClincData(train, val, test, labels, domains, source, oos_label)
