@@ -3,7 +3,8 @@
 ORT's dynamic int8 kernels multiply uint8 activations by the weights. With int8 weights (the `avx512_vnni`
 preset) an x86 CPU without a dot-product instruction (VNNI, AVX-VNNI or AMX) sums pairs of products in 16 bits
 (vpmaddubsw), which saturates: the logits drift (measured in docs/experiments.md, "int8 and the CPU"). uint8
-weights (the `avx2` preset) take a widening path that does not.
+weights (the `avx2` preset) take a widening path that does not, and the onnx-int8 backend has ORT shift int8
+weights to uint8 on such a CPU (app.backends.onnx), which is exact.
 """
 
 from __future__ import annotations
@@ -40,6 +41,6 @@ def int8_preset(flags: frozenset[str] | None = None, machine: str | None = None)
     return "avx2"
 
 
-def int8_weights_drift(preset: str | None, flags: frozenset[str] | None = None, machine: str | None = None) -> bool:
-    """Whether a graph quantized with `preset` computes inexactly here: int8 weights on x86 without VNNI."""
-    return preset == "avx512_vnni" and int8_preset(flags, machine) == "avx2"
+def int8_weights_saturate(flags: frozenset[str] | None = None, machine: str | None = None) -> bool:
+    """Whether ORT's kernels for int8 weights saturate on this CPU (or the given flags and machine): x86 without VNNI."""
+    return int8_preset(flags, machine) == "avx2"

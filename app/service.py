@@ -96,7 +96,7 @@ class IntentClassifier:
     def load(cls, settings: Settings, metrics: Metrics, model_dir: Path | None = None) -> IntentClassifier:
         """Verify + load a package (default: the configured one) inside the model root, then warm it up."""
         package = cls.package_dir(settings, model_dir)
-        backend = load_backend(settings.backend, package, settings.threads_per_worker)
+        backend = load_backend(settings.backend, package, settings.threads_per_worker, settings.exact_int8)
         classifier = cls(backend, settings, metrics)  # refuses a bad threshold override before warm-up and the log
         backend.warmup(settings.warmup_runs)
         logger.info("loaded package %r (%s) with backend %s", backend.manifest.name, package, settings.backend)

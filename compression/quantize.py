@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.cpu import int8_preset, int8_weights_drift
+from app.cpu import int8_preset
 from app.package import read_manifest, write_manifest
 from compression.export import export_raw
 
@@ -29,8 +29,9 @@ class QuantizeConfig:
     """Dynamic (weights int8, activations quantized at run time) quantization settings."""
 
     package_dir: Path = Path("artifacts/teacher")
-    # The package is evaluated and benchmarked where it is built: "auto" makes those figures hold there. An
-    # x86 CPU without VNNI gets uint8 weights (avx2), since int8 ones (avx512_vnni) saturate on it.
+    # "auto": the preset native to the CPU that quantizes: int8 weights (avx512_vnni) on x86 with VNNI, uint8
+    # (avx2) without, where int8 kernels saturate (the onnx-int8 backend has ORT compute int8 weights exactly
+    # there too, as uint8: app.backends.onnx).
     preset: str = "auto"
     # One scale per output column instead of one per matrix: on all six trained packages it halved the
     # validation decisions that differ from the fp32 graph (docs/experiments.md), for 3-12% more latency.
@@ -137,12 +138,6 @@ def quantize(cfg: QuantizeConfig) -> Path:
 
     package_dir = Path(cfg.package_dir)
     preset = int8_preset() if cfg.preset == "auto" else cfg.preset
-    if int8_weights_drift(preset):
-        logger.warning(
-            "preset %s on a CPU without VNNI: int8 weights saturate here, so this package's figures measured on "
-            "this machine will be off (--quant-preset auto or avx2 quantizes for this CPU)",
-            preset,
-        )
     with tempfile.TemporaryDirectory() as tmp:
         src_dir = Path(tmp) / "src"
         if cfg.graph == "fused":

@@ -31,6 +31,9 @@ MEANINGS: dict[str, str] = {
     "oos_threshold": "override the package's calibrated threshold, on the scale of its `oos_score` "
     "(a probability only for `msp`); unset: the manifest's",
     "num_threads": "model (intra-op) threads per worker; 0 = CPU cores / `WORKERS`",
+    "exact_int8": "`onnx-int8` on an x86 CPU without VNNI, where ORT's kernels for int8 weights saturate: compute "
+    "them exactly with its uint8 kernels (the package's measured answers; 10-30% more time per query there). "
+    "false: the faster, saturating kernels. No effect on other CPUs or backends",
     "workers": "server processes sharing the port, each with its own model and event loop (`python -m app` only; "
     "`/admin/reload` needs 1)",
     "max_batch_size": "most texts in one model call (micro-batching)",

@@ -28,10 +28,11 @@ class Backend(ABC):
     # Whether a fast one-text call may run on the event loop (app.batcher.MicroBatcher.runs_inline).
     may_run_inline: ClassVar[bool] = True
 
-    def __init__(self, package_dir: Path, manifest: Manifest, num_threads: int = 0) -> None:
+    def __init__(self, package_dir: Path, manifest: Manifest, num_threads: int = 0, exact_int8: bool = True) -> None:
         self.package_dir = Path(package_dir)
         self.manifest = manifest
         self.num_threads = num_threads
+        self.exact_int8 = exact_int8
         self.encoder = self.make_encoder()
         self.load()
         self.check_output_size()
@@ -132,7 +133,7 @@ def verify_for(name: str, package_dir: Path) -> tuple[type[Backend], Manifest]:
     return cls, verify_package(Path(package_dir), name, cls.verified_files())
 
 
-def load_backend(name: str, package_dir: Path, num_threads: int = 0) -> Backend:
+def load_backend(name: str, package_dir: Path, num_threads: int = 0, exact_int8: bool = True) -> Backend:
     """Verify the package for `name` and load it."""
     cls, manifest = verify_for(name, package_dir)
-    return cls(package_dir, manifest, num_threads)
+    return cls(package_dir, manifest, num_threads, exact_int8)

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
         default=None, allow_inf_nan=False, description="override of the package's threshold, on its oos_score's scale"
     )
     num_threads: int = Field(default=0, ge=0, description="model threads per worker; 0 = cores / workers")
+    # On x86 without VNNI ORT's int8-weight kernels saturate (app.cpu): exact answers cost 10-30% more time per
+    # query there (docs/experiments.md, "int8 and the CPU"); false trades the package's measured answers for it.
+    exact_int8: bool = Field(
+        default=True, description="onnx-int8 on x86 without VNNI: compute int8 weights exactly (uint8 kernels)"
+    )
     workers: int = Field(default=1, ge=1, le=64, description="server processes sharing the port (one model each)")
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     # 0: no fixed wait. Texts that arrive while the model runs form the next batch anyway; a fixed wait only

@@ -108,7 +108,7 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
         "--quant-preset",
         default=QuantizeConfig.preset,
         choices=PRESETS,
-        help="ORT int8 preset; auto (default): the one exact on this CPU (avx512_vnni with VNNI, avx2 without, arm64)",
+        help="ORT int8 preset; auto (default): the one native to this CPU (avx512_vnni with VNNI, avx2 without, arm64)",
     )
     p.add_argument(
         "--per-channel",

@@ -1,17 +1,13 @@
-"""The int8 preset that is exact on a CPU, and the warning when a package's int8 weights are not exact on it."""
+"""The CPU's flags, the int8 preset native to it, and whether its int8-weight kernels saturate."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import app.cpu
-from app.backends.base import load_backend
-from app.cpu import cpu_flags, int8_preset, int8_weights_drift
-from app.package import read_manifest, write_manifest
+from app.cpu import cpu_flags, int8_preset, int8_weights_saturate
 
 AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
 VNNI = AVX2 | {"avx512f", "avx512_vnni"}
@@ -41,29 +37,10 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
 )
 def test_the_preset_exact_on_a_cpu(flags: frozenset[str], machine: str, preset: str) -> None:
     assert int8_preset(flags, machine) == preset
-    assert int8_weights_drift("avx512_vnni", flags, machine) == (preset == "avx2")
-    assert not int8_weights_drift("avx2", flags, machine)
+    assert int8_weights_saturate(flags, machine) == (preset == "avx2")
 
 
 def test_unknown_flags_keep_the_vnni_preset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app.cpu, "cpu_flags", lambda: None)
     assert int8_preset(machine="x86_64") == "avx512_vnni"
-    assert not int8_weights_drift("avx512_vnni", machine="x86_64")
-
-
-@pytest.mark.parametrize(("preset", "flags", "warned"), [("avx512_vnni", AVX2, True), ("avx512_vnni", VNNI, False),
-                                                         ("avx2", AVX2, False)])  # fmt: skip
-def test_serving_int8_weights_on_a_cpu_without_vnni_warns(
-    package_copy: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, preset, flags, warned
-) -> None:
-    manifest = read_manifest(package_copy)
-    manifest.source["quantization"] = {**manifest.source.get("quantization", {}), "preset": preset}
-    write_manifest(package_copy, manifest)
-    monkeypatch.setattr(app.cpu, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(app.cpu.platform, "machine", lambda: "x86_64")
-    with caplog.at_level(logging.WARNING, logger="app"):
-        backend = load_backend("onnx-int8", package_copy)
-        assert np.isfinite(backend.infer(backend.tokenize(["what is my balance"]))).all()  # it still serves
-    assert ("this CPU has no VNNI" in caplog.text) == warned, caplog.text
-    if warned:
-        assert "--quant-preset avx2" in caplog.text
+    assert not int8_weights_saturate(machine="x86_64")
