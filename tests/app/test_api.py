@@ -127,11 +127,16 @@ async def test_not_ready_before_lifespan_and_after_shutdown(tiny_package: Path) 
         r = await client.get("/readyz")
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1"
+        assert (await client.head("/readyz")).status_code == 503
         r = await client.post("/classify", json={"text": "transfer money"})
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "not_ready"
         async with app.router.lifespan_context(app):
             assert (await client.get("/readyz")).status_code == 200
+            # Load balancers and uptime checkers that probe with HEAD get the same answer, without a body.
+            for path in ("/healthz", "/readyz"):
+                head = await client.head(path)
+                assert (head.status_code, head.content) == (200, b""), path
         assert (await client.get("/readyz")).status_code == 503
 
 

@@ -11,13 +11,16 @@ from app.api.errors import APIError, errors
 router = APIRouter()
 
 
+# HEAD too, for load balancers and uptime checks that probe with it; GET alone documents the answer.
 @router.get("/healthz")
+@router.head("/healthz", include_in_schema=False)
 async def healthz() -> dict:
     """Liveness: the process answers (never needs a key, never waits for the model)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", responses=errors(503))
+@router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> dict:
     """Readiness: 503 until the model is loaded and warmed up, and from the moment shutdown starts."""
     if request.app.state.draining:
