@@ -155,3 +155,21 @@ async def test_unicode_and_control_characters_are_fine(manifest_only_package: Pa
         for text in texts:
             r = await client.post("/classify", json={"text": text})
             assert r.status_code == 200, (text, r.text)
+
+
+async def test_texts_the_tokenizer_reduces_to_nothing_are_refused(tiny_package: Path) -> None:
+    """Combining marks, variation selectors and astral format characters pass the blank check, but uncased BERT's
+    normalizer drops them all: the model would answer an empty input, with confidence."""
+    unreadable = ["\u0301", "\u0301\u0308 \u0327", "\ufe0f", "\U000e0001\U000e0041", "\U0001d173"]
+    readable = ["\u00e9", "\U0001f642", "\u0301weather", "\u5929", "e\u0301"]
+    async with running_app(tiny_package, "onnx") as (client, _):
+        for text in unreadable:
+            r = await client.post("/classify", json={"text": text})
+            assert r.status_code == 422, (text, r.text)
+            assert r.json()["error"]["message"].startswith("text: nothing is left for the model to read"), r.text
+            r = await client.post("/classify/batch", json={"texts": ["what is my balance", text]})
+            assert r.status_code == 422, (text, r.text)
+            assert r.json()["error"]["message"].startswith("texts.1: nothing is left"), r.text
+        for text in readable:
+            r = await client.post("/classify", json={"text": text})
+            assert r.status_code == 200, (text, r.text)

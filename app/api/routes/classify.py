@@ -67,9 +67,21 @@ async def _first_done(futures: list[asyncio.Future], timeout: float) -> None:
             future.remove_done_callback(wake)
 
 
-async def run_texts(request: Request, texts: list[str], top_k: int) -> list[dict]:
+def unreadable_problem(index: int | None) -> str:
+    """The 422 message for a text the model's tokenizer reduces to nothing (`index` within a batch)."""
+    where = "text" if index is None else f"texts.{index}"
+    return (
+        f"{where}: nothing is left for the model to read once its tokenizer normalizes the text "
+        "(it holds only combining marks, variation selectors, format or other characters the tokenizer drops)"
+    )
+
+
+async def run_texts(request: Request, texts: list[str], top_k: int, batch: bool = False) -> list[dict]:
     """Queue the texts, then wait for the answers, the request timeout or the client leaving: whichever is first."""
     classifier = get_classifier(request)
+    for i, text in enumerate(texts):
+        if classifier.unreadable(text):
+            raise APIError(422, "invalid_request", unreadable_problem(i if batch else None))
     trace = current_trace.get()  # None unless tracing is on
     if trace is not None:
         trace.texts, trace.model, trace.backend = len(texts), classifier.manifest.name, classifier.backend.name
@@ -150,4 +162,4 @@ async def classify_batch(body: BatchRequest, request: Request) -> dict:
     for i, text in enumerate(body.texts):
         _check(text_problem(text, settings.max_text_chars, f"texts.{i}"))
     _check(top_k_problem(body.top_k, settings.max_top_k))
-    return {"results": await run_texts(request, body.texts, body.top_k)}
+    return {"results": await run_texts(request, body.texts, body.top_k, batch=True)}
