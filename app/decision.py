@@ -22,6 +22,8 @@ OosScore = Literal["msp", "max_logit", "energy"]
 OOS_SCORES: tuple[OosScore, ...] = ("msp", "max_logit", "energy")
 # The fallback label when the data and the manifest name none (CLINC150's); `--oos-label` picks another.
 DEFAULT_OOS_LABEL = "oos"
+# Why an answer is out of scope, as `decide` numbers them from 1; the service adds the third (app.service).
+OOS_REASONS = ("oos_label", "low_confidence", "unknown_words")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.decision import OOS_REASONS
 from app.guard import REFUSAL_REASONS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable, set by app.server for N workers
@@ -82,7 +83,7 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        for reason in ("oos_label", "low_confidence"):
+        for reason in OOS_REASONS:
             self.oos.labels(reason=reason)
         for result in ("hit", "miss"):
             self.cache.labels(result=result)

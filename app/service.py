@@ -16,16 +16,18 @@ from app.backends.base import Backend, load_backend, verify_for
 from app.batcher import MicroBatcher
 from app.cache import PredictionCache
 from app.core.config import Settings
-from app.decision import check_threshold, decide, softmax
+from app.decision import OOS_REASONS, check_threshold, decide, softmax
 from app.metrics import Metrics
 from app.package import Manifest, PackageError, resolve_inside
+from app.tokenizer import Reading
 from app.tracing import BatchTiming
 
 logger = logging.getLogger(__name__)
 
-REASONS = {0: None, 1: "oos_label", 2: "low_confidence"}
-# An ASCII letter or digit survives every tokenizer normalization served (lowercasing, accent stripping, NFKC):
-# a text that has one needs no normalizer call (about 19 us for uncased BERT's) to know the model sees something.
+REASONS = {0: None, **dict(enumerate(OOS_REASONS, 1))}
+UNKNOWN_WORDS = OOS_REASONS.index("unknown_words") + 1
+# A text with an ASCII letter or digit gives a known token with every vocabulary served (they all hold the ASCII
+# alphanumerics), so only the others are tokenized ahead of the batch: about 20 us each for uncased BERT.
 READABLE = re.compile(r"[0-9A-Za-z]")
 
 
@@ -34,7 +36,7 @@ class Decided:
     """One text's outcome: made for a whole batch at once, with the model call, so the event loop only reads it."""
 
     label: int  # index of the answered label (the oos label when out of scope)
-    reason: int  # 0 in scope, 1 arg-max is the oos label, 2 oos score under the threshold
+    reason: int  # 0 in scope, 1 arg-max is the oos label, 2 oos score under the threshold, 3 unknown words
     confidence: float  # probability of the model's arg-max label
     ranked: list[tuple[int, float]]  # the most probable labels with their probabilities, best first
 
@@ -163,14 +165,16 @@ class IntentClassifier:
             "backend": self.backend.name,
         }
 
-    def unreadable(self, text: str) -> bool:
-        """True when the tokenizer's normalization leaves only whitespace: the model would answer an empty input."""
-        if READABLE.search(text) is not None:  # the common case, in well under a microsecond
-            return False
-        try:
-            return not self.backend.normalize(text).strip()
-        except Exception:  # a text the normalizer cannot take: the model alone decides its fate
-            return False
+    def reading(self, text: str) -> Reading:
+        """What the model would read of `text` (app.tokenizer.Reading); TOKENS without a tokenizer."""
+        encoder = self.backend.encoder
+        if encoder is None or READABLE.search(text) is not None:  # the common case, in well under a microsecond
+            return Reading.TOKENS
+        return encoder.reading(text)
+
+    def unknown_words(self, decided: Decided) -> Decided:
+        """The answer for a text the model read only as unknown tokens: out of scope, whatever the model said."""
+        return Decided(self.oos_index, UNKNOWN_WORDS, decided.confidence, decided.ranked)
 
     def submit(self, texts: list[str]) -> list[asyncio.Future[Decided]]:
         """Queue the texts the cache (if on) cannot answer; QueueFullError/InferenceError leave nothing queued."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,14 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from app.package import PackageError, os_reason
+
+
+class Reading(enum.Enum):
+    """What a tokenizer leaves of a text for the model."""
+
+    TOKENS = "tokens"  # at least one token the vocabulary knows
+    NOTHING = "nothing"  # no token at all: only characters the normalizer drops
+    UNKNOWN = "unknown"  # only the unknown token: a script or symbols the vocabulary lacks
 
 
 @dataclass
@@ -43,6 +52,17 @@ class TextEncoder:
         self.tokenizer.no_padding()  # we pad ourselves: only to the longest text of each group
         self.pad_id = pad_id
         self.max_length = max_length
+        unk_token = getattr(self.tokenizer.model, "unk_token", None)  # WordPiece has one; byte-level BPE none
+        self.unk_id = self.tokenizer.token_to_id(unk_token) if isinstance(unk_token, str) else None
+
+    def reading(self, text: str) -> Reading:
+        """What the model reads of `text`: some known token, nothing at all, or only unknown tokens."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids:
+            return Reading.NOTHING
+        if self.unk_id is not None and all(i == self.unk_id for i in ids):
+            return Reading.UNKNOWN
+        return Reading.TOKENS
 
     @staticmethod
     def _pad_token(config_path: Path, default: str = "[PAD]") -> str:

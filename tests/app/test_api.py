@@ -64,6 +64,29 @@ async def test_low_confidence_is_oos_with_threshold_override(tiny_package: Path)
     assert 'intent_oos_total{reason="low_confidence"} 1.0' in metrics
 
 
+@pytest.mark.parametrize("cache_size", [0, 64])
+async def test_a_text_read_only_as_unknown_tokens_is_out_of_scope(tiny_package: Path, cache_size: int) -> None:
+    """The model answers [UNK] tokens, not the text: an emoji alone got an in-scope intent with confidence."""
+    from app.backends.base import load_backend
+
+    backend = load_backend("onnx", tiny_package)
+    unk = backend.encoder.unk_id
+    assert unk is not None
+    assert set(backend.tokenize(["\U0001f642 \u2603"]).input_ids[0, 1:-1].tolist()) == {unk}  # the premise
+    texts = ["please transfer my money", "\U0001f642 \u2603", "transfer \U0001f642"]
+    async with running_app(tiny_package, "onnx", oos_threshold=0.0, cache_size=cache_size) as (client, _app):
+        single = (await client.post("/classify", json={"text": texts[1]})).json()
+        batch = (await client.post("/classify/batch", json={"texts": texts})).json()["results"]
+        again = (await client.post("/classify", json={"text": texts[1]})).json()  # from the cache, when on
+        metrics = (await client.get("/metrics")).text
+    assert single == again
+    assert (single["intent"], single["oos"], single["fallback"] is not None) == ("oos", True, True)
+    assert single["alternatives"]  # the model's guesses stay visible
+    assert [r["intent"] for r in batch] == ["transfer", "oos", "transfer"]  # a known word keeps the model's answer
+    assert 'intent_oos_total{reason="unknown_words"} 3.0' in metrics
+    assert 'intent_oos_total{reason="low_confidence"} 0.0' in metrics
+
+
 async def test_energy_rule_from_the_manifest_decides(package_copy: Path) -> None:
     from app.backends.base import load_backend
     from app.package import read_manifest, write_manifest

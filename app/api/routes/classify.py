@@ -11,6 +11,7 @@ from app.api.deps import get_classifier, require_key
 from app.api.errors import APIError, errors
 from app.api.schemas import BatchRequest, BatchResponse, ClassifyRequest, ClassifyResponse, is_blank
 from app.batcher import InferenceError, QueueFullError
+from app.tokenizer import Reading
 from app.tracing import current_trace
 
 router = APIRouter()
@@ -79,9 +80,13 @@ def unreadable_problem(index: int | None) -> str:
 async def run_texts(request: Request, texts: list[str], top_k: int, batch: bool = False) -> list[dict]:
     """Queue the texts, then wait for the answers, the request timeout or the client leaving: whichever is first."""
     classifier = get_classifier(request)
+    unknown = []
     for i, text in enumerate(texts):
-        if classifier.unreadable(text):
+        reading = classifier.reading(text)
+        if reading is Reading.NOTHING:
             raise APIError(422, "invalid_request", unreadable_problem(i if batch else None))
+        if reading is Reading.UNKNOWN:
+            unknown.append(i)
     trace = current_trace.get()  # None unless tracing is on
     if trace is not None:
         trace.texts, trace.model, trace.backend = len(texts), classifier.manifest.name, classifier.backend.name
@@ -115,6 +120,8 @@ async def run_texts(request: Request, texts: list[str], top_k: int, batch: bool 
             raise APIError(
                 503, "inference_failed", "the model could not process this request; retry", {"Retry-After": "1"}
             ) from exc
+        for i in unknown:  # the model answered [UNK] tokens, not the text: out of scope
+            rows[i] = classifier.unknown_words(rows[i])
         if trace is None:
             return classifier.answers(rows, top_k)
         decided = time.time_ns()
