@@ -14,7 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from app.backends.base import Backend, load_backend
-from app.cpu import cpu_flags
+from app.cpu import cpu_flags, int8_weights_saturate
 from app.package import Manifest, PackageError, read_manifest
 from compression.benchmark.config import (
     BERT_BASE_MB,
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, avx512_vnni support and core count (from /proc/cpuinfo where available)."""
+    """CPU model, avx512_vnni support, the int8 kernels and core count (from /proc/cpuinfo where available)."""
     model: str | None = None
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -55,6 +55,8 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu_model": model,
         "avx512_vnni": "avx512_vnni" in (cpu_flags() or ()),
+        # onnx-int8 rows ran ORT's exact, slower uint8 kernels for int8 weights (app.backends.onnx).
+        "int8_weights_as_uint8": int8_weights_saturate(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "hostname": platform.node(),

@@ -49,7 +49,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Benchmark",
         "",
-        f"CPU: {meta['cpu_model']} (avx512_vnni: {'yes' if meta['avx512_vnni'] else 'no'}) · "
+        f"CPU: {meta['cpu_model']} (avx512_vnni: {'yes' if meta['avx512_vnni'] else 'no'}"
+        f"{'; int8 weights computed as uint8, exact and slower' if meta.get('int8_weights_as_uint8') else ''}) · "
         f"threads: {meta['threads']} · date: {meta['date']} · torch {meta['versions']['torch']} · "
         f"onnxruntime {meta['versions']['onnxruntime']} · data: {meta['data_source']} ({meta['test_size']} test queries)",
         "",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from app.backends.base import load_backend
+from app.cpu import int8_weights_saturate
 from app.package import package_size_mb, read_manifest, update_manifest
 from compression.benchmark import (
     MD_COLUMNS,
@@ -91,6 +92,8 @@ def test_cli_benchmark_end_to_end(package: Path, clinc_json: Path, tmp_path: Pat
     assert meta["data_source"] == clinc_json.name  # reports keep no machine paths
     assert meta["cpu_model"]
     assert isinstance(meta["avx512_vnni"], bool)
+    assert meta["int8_weights_as_uint8"] is int8_weights_saturate()
+    assert ("int8 weights computed as uint8" in (out / "benchmark.md").read_text()) == int8_weights_saturate()
     assert {"torch", "onnxruntime"} <= set(meta["versions"])
     assert len(rows) == 4
     assert {r["backend"] for r in rows} == BACKENDS
