@@ -26,9 +26,12 @@ logger = logging.getLogger(__name__)
 
 REASONS = {0: None, **dict(enumerate(OOS_REASONS, 1))}
 UNKNOWN_WORDS = OOS_REASONS.index("unknown_words") + 1
-# A text with an ASCII letter or digit gives a known token with every vocabulary served (they all hold the ASCII
-# alphanumerics), so only the others are tokenized ahead of the batch: about 20 us each for uncased BERT.
-READABLE = re.compile(r"[0-9A-Za-z]")
+# A word of ASCII letters and digits between spaces, ASCII punctuation or the ends of the text is a known token, or
+# known pieces, in every vocabulary served (they hold all ASCII alphanumerics, alone and as ## pieces): a text with
+# one needs no tokenizer call ahead of the batch. The others (about 20 us each for uncased BERT) are read first;
+# "transfer\U0001f642" is one word, and WordPiece reads it as [UNK] alone.
+_EDGE = r"\s!-/:-@\[-`{-~"
+READABLE = re.compile(rf"(?:^|(?<=[{_EDGE}]))[0-9A-Za-z]+(?=$|[{_EDGE}])")
 
 
 @dataclass(frozen=True, slots=True)

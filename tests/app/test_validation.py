@@ -173,3 +173,27 @@ async def test_texts_the_tokenizer_reduces_to_nothing_are_refused(tiny_package: 
         for text in readable:
             r = await client.post("/classify", json={"text": text})
             assert r.status_code == 200, (text, r.text)
+
+
+def test_the_readable_shortcut_never_skips_a_text_the_shipped_tokenizer_reads_as_unk_alone() -> None:
+    """Texts the service does not tokenize ahead of the batch (app.service.READABLE) hold a known token."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from tokenizers import Tokenizer
+
+    from app.service import READABLE
+
+    root = Path(__file__).resolve().parents[2]
+    tokenizer = Tokenizer.from_file(str(root / "models" / "clinc150-minilm" / "tokenizer.json"))
+    unk = tokenizer.token_to_id("[UNK]")
+    pieces = st.sampled_from(
+        ["a", "Zq9", "transfer", " ", "\t", "-", "'", "!", "\u00e9", "\U0001f642", "\u0301", "\u5929"]
+    )
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(pieces, min_size=1, max_size=8).map("".join))
+    def check(text: str) -> None:
+        if READABLE.search(text):
+            assert set(tokenizer.encode(text, add_special_tokens=False).ids) - {unk}, repr(text)
+
+    check()
