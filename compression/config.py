@@ -54,7 +54,7 @@ class FinetuneConfig:
 
 
 PRESETS: dict[str, dict[str, float | int | str | bool | None]] = {
-    # quick: <= 10 min on 2 cores end to end (train, export, quantize, calibrate, evaluate).
+    # quick: about 7-12 min on 2 cores end to end (train, export, quantize, calibrate, evaluate).
     "quick": {"epochs": 2.0, "learning_rate": 2e-4, "batch_size": 64},
     # full: the whole train split; lr / epochs chosen on validation among 1e-4/10, 5e-5/20, 2e-4/10 and 1e-4/20
     # (0.9490 / 0.9487 / 0.9500 / 0.9555, docs/experiments.md).

@@ -14,7 +14,8 @@ Scenarios (one task each, selectable with Locust's `--tags` / `--exclude-tags`):
 Custom options (each also readable from the environment variable in brackets):
 
 - `--data PATH` [LOCUST_DATA]: CLINC150 oos-eval JSON (`{"test": [[text, label], ...], "oos_test": ...}`);
-  default `<repo>/../shared/data/clinc150/data_oos_plus.json`.
+  default `data/clinc150/data_oos_plus.json` in the checkout (or a shared `data/clinc150/` folder beside it,
+  where the compression pipeline also looks).
 - `--split NAME` [LOCUST_SPLIT]: in-scope queries come from NAME, out-of-scope ones from `oos_NAME` (default test).
 - `--oos-weight F` [LOCUST_OOS_WEIGHT]: share of single queries that are out of scope (default 0.2;
   CLINC150's test split has 1000 / 5500 = 0.18).
@@ -55,7 +56,12 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 logger = logging.getLogger("intentserve.loadtest")
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "clinc150" / "data_oos_plus.json"
+# Where compression.data looks for CLINC150's JSON: a shared data folder beside the checkout, else data/clinc150/.
+DATA_CANDIDATES = (
+    REPO.parent / "shared" / "data" / "clinc150" / "data_oos_plus.json",
+    REPO / "data" / "clinc150" / "data_oos_plus.json",
+)
+DEFAULT_DATA = next((c for c in DATA_CANDIDATES if c.is_file()), DATA_CANDIDATES[-1])
 OOS_LABEL = "oos"
 RESULT_KEYS = ("intent", "confidence", "oos", "fallback", "alternatives", "model", "backend")
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}

@@ -62,7 +62,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "clinc150" / "data_oos_plus.json"
+# Where compression.data looks for CLINC150's JSON (compression.data.clinc.LOCAL_CANDIDATES): a shared data folder
+# beside the checkout, else data/clinc150/ in it; the last one is named in the error when neither exists.
+DATA_CANDIDATES = (
+    REPO.parent / "shared" / "data" / "clinc150" / "data_oos_plus.json",
+    REPO / "data" / "clinc150" / "data_oos_plus.json",
+)
+DEFAULT_DATA = next((c for c in DATA_CANDIDATES if c.is_file()), DATA_CANDIDATES[-1])
 LUA = REPO / "loadtests" / "wrk_classify.lua"
 LOCUSTFILE = REPO / "loadtests" / "bench_locustfile.py"
 ALL_CONFIGS = ["noop", "naive", "teacher-torch", "student-onnx", "student-onnx-int8", "student-onnx-int8-nobatch"]

@@ -7,7 +7,8 @@
 #   --spawn-rate R    users started per second           (env SPAWN_RATE, default 4)
 #   --duration T      run time, Locust syntax (30s, 2m)  (env DURATION, default 60s)
 #   --backend B       onnx-int8 | onnx | torch | torch-int8 | fake   (env BACKEND, default onnx-int8)
-#   --model-dir D     package folder (env MODEL_DIR, default artifacts/student, else artifacts/teacher)
+#   --model-dir D     package folder (env MODEL_DIR, default artifacts/student, else artifacts/teacher,
+#                     else models/clinc150-minilm)
 #   --port P          server port on 127.0.0.1           (env PORT, default 8089)
 #   --name NAME       report file prefix                 (env NAME, default <package>-<backend>-u<users>)
 #   --processes N     Locust worker processes, -1 = one per core (env PROCESSES, default: 1 process)
@@ -26,7 +27,11 @@ SPAWN_RATE="${SPAWN_RATE:-4}"
 DURATION="${DURATION:-60s}"
 BACKEND="${BACKEND:-onnx-int8}"
 if [[ -z "${MODEL_DIR:-}" ]]; then
-    if [[ -f artifacts/student/manifest.json ]]; then MODEL_DIR=artifacts/student; else MODEL_DIR=artifacts/teacher; fi
+    # A student you built, else a teacher, else the shipped package (what `make serve` serves).
+    MODEL_DIR=models/clinc150-minilm
+    for candidate in artifacts/student artifacts/teacher; do
+        if [[ -f "$candidate/manifest.json" ]]; then MODEL_DIR="$candidate"; break; fi
+    done
 fi
 PORT="${PORT:-8089}"
 NAME="${NAME:-}"

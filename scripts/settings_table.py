@@ -32,7 +32,7 @@ MEANINGS: dict[str, str] = {
     "(a probability only for `msp`); unset: the manifest's",
     "num_threads": "model (intra-op) threads per worker; 0 = CPU cores / `WORKERS`",
     "exact_int8": "`onnx-int8` on an x86 CPU without VNNI, where ORT's kernels for int8 weights saturate: compute "
-    "them exactly with its uint8 kernels (the package's measured answers; 10-30% more time per query there). "
+    "them exactly with its uint8 kernels (the package's measured answers; 15-23% more time per query there, measured). "
     "false: the faster, saturating kernels. No effect on other CPUs or backends",
     "workers": "server processes sharing the port, each with its own model and event loop (`python -m app` only; "
     "`/admin/reload` needs 1)",

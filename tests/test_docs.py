@@ -112,17 +112,37 @@ def test_readme_layout_matches_the_tree() -> None:
     assert tracked_top <= listed, f"top-level folders missing from the README layout: {tracked_top - listed}"
 
 
-LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
+DOCS = [ROOT / "README.md", ROOT / "loadtests" / "README.md", *(ROOT / "docs").glob("*.md")]
 
 
-def test_relative_links_resolve() -> None:
+def anchors(doc: Path) -> set[str]:
+    """The heading anchors GitHub makes for a Markdown file (lowercase, punctuation dropped, spaces to -)."""
+    seen: dict[str, int] = {}
+    out = set()
+    in_code = False
+    for line in doc.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or not re.match(r"#{1,6} ", line):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        out.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
+def test_relative_links_and_their_anchors_resolve() -> None:
     broken = []
-    for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
-        for target in LINK.findall(doc.read_text()):
+    for doc in DOCS:
+        for target, anchor in LINK.findall(doc.read_text()):
             if re.match(r"[a-z]+:", target):
                 continue  # http(s), mailto: not checked here
-            if not (doc.parent / target).exists():
+            path = doc.parent / target if target else doc
+            if not path.exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}#{anchor}")
     assert not broken, broken
 
 

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
         default=None, allow_inf_nan=False, description="override of the package's threshold, on its oos_score's scale"
     )
     num_threads: int = Field(default=0, ge=0, description="model threads per worker; 0 = cores / workers")
-    # On x86 without VNNI ORT's int8-weight kernels saturate (app.cpu): exact answers cost 10-30% more time per
+    # On x86 without VNNI ORT's int8-weight kernels saturate (app.cpu): exact answers cost 15-23% more time per
     # query there (docs/experiments.md, "int8 and the CPU"); false trades the package's measured answers for it.
     exact_int8: bool = Field(
         default=True, description="onnx-int8 on x86 without VNNI: compute int8 weights exactly (uint8 kernels)"

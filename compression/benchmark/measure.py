@@ -59,7 +59,6 @@ def machine_info() -> dict[str, Any]:
         "int8_weights_as_uint8": int8_weights_saturate(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
-        "hostname": platform.node(),
     }
 
 

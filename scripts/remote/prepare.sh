@@ -8,14 +8,19 @@
 #   PY_VERSION=3.12            the remote interpreter's Python version (wheels are fetched for it)
 #   PLATFORMS="manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64"
 #                              wheel platform tags the remote machine accepts
-#   DATA=DIR                   folder holding data_oos_plus.json and domains.json
+#   DATA=DIR                   folder holding data_oos_plus.json and domains.json (default: where the
+#                              pipeline finds CLINC150, ../shared/data/clinc150 or data/clinc150)
 #   TEACHER=artifacts/teacher  also pack that teacher the same way (for train.py --stages seeds)
 #   BASE_PACK=0                leave the base out (the seeds stage needs only the teacher)
 #   MAX_MB=N                   fail if .remote/ ends up larger than N MB (for transfers with a size limit;
 #                              wheels + base + teacher are ~75 MB, BASE_PACK=0 saves ~30)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DATA=${DATA:-../shared/data/clinc150}
+# The folders compression.data looks in: a shared data folder beside the checkout, else data/clinc150.
+if [ -z "${DATA:-}" ]; then
+  DATA=data/clinc150
+  [ -f ../shared/data/clinc150/data_oos_plus.json ] && DATA=../shared/data/clinc150
+fi
 PY=${PY:-.venv/bin/python}
 PY_VERSION=${PY_VERSION:-3.12}
 PLATFORMS=${PLATFORMS:-manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64}

@@ -91,6 +91,7 @@ def test_cli_benchmark_end_to_end(package: Path, clinc_json: Path, tmp_path: Pat
     assert meta["test_size"] == 60
     assert meta["data_source"] == clinc_json.name  # reports keep no machine paths
     assert meta["cpu_model"]
+    assert "hostname" not in meta  # reports are committed: they name the CPU, not the machine
     assert isinstance(meta["avx512_vnni"], bool)
     assert meta["int8_weights_as_uint8"] is int8_weights_saturate()
     assert ("int8 weights computed as uint8" in (out / "benchmark.md").read_text()) == int8_weights_saturate()
