@@ -13,10 +13,22 @@ REPLICAS ?= 2
 
 .PHONY: install system-deps serve serve-ray package test test-fast lint benchmark loadtest bench-serving clean
 
+# PyPI's Linux torch wheel is the CUDA build (several GB): the pinned torch comes from the CPU index first, alone
+# (an index out of reach then costs one lookup, and the next step takes torch from the usual index instead).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN := $(shell sed -n 's/^ *"\(torch==[^"]*\)",.*/\1/p' pyproject.toml)
+
+# A venv whose pip does not run (python3.11-venv missing when it was made) is made again, not reused.
+define make-venv
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "cannot create $(VENV) with $(PYTHON): install Python 3.11 with venv (Debian/Ubuntu: python3.11-venv)," \
+		"or pass PYTHON=/path/to/python3.11" >&2; exit 1; }; }
+endef
+
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(make-venv)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch is pinned (2.13.0, CPU build); see pyproject.toml.
+	-$(PY) -m pip install --quiet --no-deps --extra-index-url $(TORCH_INDEX) '$(TORCH_PIN)'
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP) $(SERVE_STAMP)
 
@@ -24,7 +36,7 @@ install: $(STAMP)
 
 # Serving alone needs only the core (the ONNX path: no torch): seconds, not minutes.
 $(SERVE_STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(make-venv)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
 	touch $(SERVE_STAMP)
