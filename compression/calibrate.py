@@ -14,6 +14,7 @@ from app.decision import OOS_SCORES, OosScore, oos_score
 from app.package import read_manifest, update_manifest
 from compression.data import Split
 from compression.evaluate import scores, split_logits
+from compression.packaging import drop_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,9 @@ def calibrate(cfg: CalibrateConfig, validation: Split) -> float:
         "validation_scores": s,
         "candidates": candidates,
     }
-    update_manifest(cfg.package_dir, oos_score=score, oos_threshold=threshold, source=source)
+    if (score, threshold) != (manifest.oos_score, manifest.oos_threshold):  # every backend's figures used the old rule
+        drop_metrics(manifest, cfg.package_dir)
+    update_manifest(cfg.package_dir, oos_score=score, oos_threshold=threshold, source=source, metrics=manifest.metrics)
     objective = source["calibration"]["objective"]
     logger.info("oos rule: %s < %.3f -> oos (%s on validation: %s)", score, threshold, objective, s)
     for name, c in candidates.items():

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from compression.packaging import refresh_manifest
+from compression.packaging import check_intact, refresh_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,12 @@ def optimize_onnx(raw_dir: Path, out_dir: Path, level: int) -> Path:
 def export(cfg: ExportConfig) -> Path:
     """Write model.onnx (ORT graph-optimized fp32) into the package and re-hash it."""
     package_dir = Path(cfg.package_dir)
+    check_intact(package_dir)
     with tempfile.TemporaryDirectory() as tmp:
         raw_dir = Path(tmp) / "raw"
         export_raw(package_dir, raw_dir)
         optimized = optimize_onnx(raw_dir, Path(tmp) / "opt", cfg.optimization_level)
         shutil.copyfile(optimized, package_dir / "model.onnx")
-    refresh_manifest(package_dir)
+    refresh_manifest(package_dir, replaced_backend="onnx")
     logger.info("exported %s/model.onnx (optimization level %d)", package_dir, cfg.optimization_level)
     return package_dir / "model.onnx"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from app.decision import DEFAULT_OOS_LABEL
-from app.package import MANIFEST, Manifest, read_manifest, write_manifest
+from app.package import MANIFEST, Manifest, PackageError, read_manifest, sha256_file, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +22,28 @@ class OutputDirError(ValueError):
 def check_output_dir(out_dir: Path, *reads: Path | str | None) -> None:
     """Writing a package replaces its folder: refuse a non-package folder, or one overlapping a folder in `reads`."""
     out_dir = Path(out_dir)
+    for parent in out_dir.parents:  # checked now, not when the trained model is saved
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputDirError(f"output folder {out_dir} is inside {parent}, which is a file; choose another")
+            break
     if out_dir.exists():
         if not out_dir.is_dir():
             raise OutputDirError(f"output folder {out_dir} is a file; choose a folder for the package")
         entries = list(out_dir.iterdir())
         folders = sorted(e.name for e in entries if e.is_dir())
-        if entries and (folders or not (out_dir / MANIFEST).is_file()):
-            what = f"folders ({', '.join(folders[:3])})" if folders else "files and no manifest.json"
+        what = f"folders ({', '.join(folders[:3])})" if folders else "files and no manifest.json"
+        if entries and not folders and (out_dir / MANIFEST).is_file():
+            try:
+                manifest = read_manifest(out_dir)
+            except PackageError as exc:
+                what = f"a manifest.json that is not a package's ({exc})"
+            else:  # a package, but files it does not list would be lost with it
+                strays = sorted(
+                    e.name for e in entries if e.name not in {MANIFEST, *manifest.files} and not e.name.startswith(".")
+                )
+                what = f"files its manifest does not list ({', '.join(strays[:3])})" if strays else ""
+        if entries and what:
             raise OutputDirError(
                 f"output folder {out_dir} holds {what}: it is not a package, and writing a package replaces its "
                 f"folder; choose a new or empty folder (e.g. {out_dir / 'my-package'}) or a package to replace"
@@ -89,8 +104,42 @@ def save_torch_package(
     return manifest
 
 
-def refresh_manifest(package_dir: Path) -> Manifest:
-    """Re-hash files after a step added or replaced some."""
+def check_intact(package_dir: Path) -> Manifest:
+    """The manifest, once every file it lists matches its sha256 (PackageError otherwise).
+
+    A step that adds files re-hashes the folder into the manifest: run first, this keeps it from vouching for a
+    file damaged since the package was written.
+    """
+    package_dir = Path(package_dir)
     manifest = read_manifest(package_dir)
+    for name, digest in sorted(manifest.files.items()):
+        path = package_dir / name
+        if path.is_file() and sha256_file(path) != digest:  # a missing one is simply not listed again
+            raise PackageError(
+                f"sha256 mismatch for {path}: the file was modified or corrupted since the package was written, and "
+                "this step would record it as valid; rebuild the package (or restore the file)"
+            )
+    return manifest
+
+
+def refresh_manifest(package_dir: Path, replaced_backend: str | None = None) -> Manifest:
+    """Re-hash files after a step added or replaced some; drop the test figures of the backend it replaced."""
+    manifest = read_manifest(package_dir)
+    drop_metrics(manifest, package_dir, replaced_backend)
     write_manifest(package_dir, manifest)
     return manifest
+
+
+def drop_metrics(manifest: Manifest, package_dir: Path, backend: str | None = None) -> None:
+    """Forget test figures that no longer describe the package (one backend's, or all with None), and say so."""
+    gone = sorted(manifest.metrics) if backend is None else [b for b in manifest.metrics if b == backend]
+    for name in gone:
+        del manifest.metrics[name]
+    if gone:
+        logger.warning(
+            "%s: dropped the test metrics of %s, measured before this step; run `python -m compression evaluate "
+            "--package %s` for new ones",
+            package_dir,
+            ", ".join(gone),
+            package_dir,
+        )

@@ -13,6 +13,7 @@ from typing import Any
 from app.cpu import int8_preset
 from app.package import read_manifest, write_manifest
 from compression.export import export_raw
+from compression.packaging import check_intact, drop_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ def quantize(cfg: QuantizeConfig) -> Path:
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     package_dir = Path(cfg.package_dir)
+    check_intact(package_dir)
     preset = int8_preset() if cfg.preset == "auto" else cfg.preset
     with tempfile.TemporaryDirectory() as tmp:
         src_dir = Path(tmp) / "src"
@@ -158,6 +160,7 @@ def quantize(cfg: QuantizeConfig) -> Path:
             quantize_embedding_4bit(out, exclude[0], cfg.embedding_block_size)
         shutil.copyfile(out, package_dir / "model_quantized.onnx")
     manifest = read_manifest(package_dir)
+    drop_metrics(manifest, package_dir, "onnx-int8")
     manifest.source["quantization"] = {
         "method": "ORT dynamic int8",
         "graph": cfg.graph,

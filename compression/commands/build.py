@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the whole chain for one preset (full adds the distilled student) and print the tables."""
     from compression.finetune import finetune
-    from compression.packaging import check_output_dir
+    from compression.packaging import OutputDirError, check_output_dir
 
     start = time.perf_counter()
     cfg = finetune_command.config_from_args(args)
@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(cfg.output_dir)  # before hours of training, not after
     if student and not args.no_student:
         for out in output_dirs(student_dir(Path(cfg.output_dir)), student.get("baseline", False)):
+            if out.resolve() == Path(cfg.output_dir).resolve():  # the student would replace its own teacher
+                raise OutputDirError(
+                    f"--output-dir {cfg.output_dir} is where the {args.preset} preset writes its student ({out}); "
+                    f"give the teacher another folder, e.g. {out.parent / 'teacher'}"
+                )
             check_output_dir(out)
     data = data_from_args(args)
     if args.reuse and (Path(cfg.output_dir) / "model.safetensors").is_file():

@@ -134,3 +134,19 @@ def test_calibrate_uses_validation_and_evaluate_fills_manifest(package_copy: Pat
     table = format_table(results)
     assert table.splitlines()[0].startswith("| backend | accuracy | in-scope acc | oos recall | size MB")
     assert len(table.splitlines()) == 6
+
+
+def test_a_new_oos_rule_drops_the_figures_measured_with_the_old_one(package_copy: Path, clinc_json: Path) -> None:
+    from app.package import BackendMetrics, update_manifest
+
+    data = load_clinc(str(clinc_json))
+    calibrate(CalibrateConfig(package_copy), data.validation)
+    rule = read_manifest(package_copy)
+    figures = {"onnx": BackendMetrics(accuracy=0.5)}
+    update_manifest(package_copy, metrics=figures)
+    calibrate(CalibrateConfig(package_copy), data.validation)  # the same rule again: the figures still hold
+    assert read_manifest(package_copy).metrics == figures
+    assert rule.oos_threshold != 0
+    update_manifest(package_copy, oos_threshold=rule.oos_threshold / 2)  # figures of another rule
+    calibrate(CalibrateConfig(package_copy), data.validation)
+    assert read_manifest(package_copy).metrics == {}

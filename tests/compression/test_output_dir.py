@@ -100,3 +100,31 @@ def test_a_package_may_be_rebuilt_in_place_from_itself(workspace: Path) -> None:
     check_output_dir(workspace / "teacher2", workspace / "teacher", None)  # a sibling folder is fine
     with pytest.raises(OutputDirError, match="overlaps"):
         check_output_dir(workspace / "teacher" / "new", workspace / "teacher")  # a new folder inside it
+
+
+def test_a_full_build_refuses_a_teacher_folder_where_its_student_goes(tmp_path: Path) -> None:
+    """The full preset writes its student beside the teacher, to student/ and student-nokd/."""
+    for name in ("student", "student-nokd"):
+        with pytest.raises(SystemExit, match="where the full preset writes its student"):
+            main(["build", "--preset", "full", "--output-dir", str(tmp_path / name), "--max-train-samples", "8"])
+        assert not (tmp_path / name).exists()
+
+
+def test_a_folder_is_replaced_only_when_it_is_all_package(workspace: Path, tmp_path: Path) -> None:
+    """A manifest.json that is not a package's, or files the manifest does not list, would be lost with it."""
+    other = tmp_path / "extension"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"name": "my web extension"}')
+    (other / "my_notes.txt").write_text("keep me")
+    with pytest.raises(OutputDirError, match=r"a manifest\.json that is not a package's"):
+        check_output_dir(other)
+    (workspace / "teacher" / "results.csv").write_text("a,b\n")
+    with pytest.raises(OutputDirError, match=r"files its manifest does not list \(results\.csv\)"):
+        check_output_dir(workspace / "teacher")
+    (workspace / "teacher" / "results.csv").unlink()
+    (workspace / "teacher" / ".DS_Store").write_bytes(b"")
+    check_output_dir(workspace / "teacher")  # hidden files are not package files, and not the user's work either
+    with pytest.raises(OutputDirError, match="which is a file"):
+        check_output_dir(workspace / "notes.txt" / "package")
+    with pytest.raises(SystemExit, match="which is a file"):  # before any training
+        main(["finetune", "--output-dir", str(workspace / "notes.txt" / "package"), "--max-train-samples", "8"])
