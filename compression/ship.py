@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,18 +43,32 @@ def ship(cfg: ShipConfig) -> Path:
     wanted = [*REGISTRY[cfg.backend].weights, TOKENIZER_FILE, *OPTIONAL_FILES, *DESCRIPTIVE_FILES]
     out = Path(cfg.output_dir)
     check_output_dir(out, cfg.package_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name in wanted:
-        if (Path(cfg.package_dir) / name).is_file():
-            shutil.copyfile(Path(cfg.package_dir) / name, out / name)
-    manifest.metrics = {cfg.backend: manifest.metrics[cfg.backend]} if cfg.backend in manifest.metrics else {}
-    # A shipped package travels: its provenance keeps no absolute paths of the machine that built it.
-    source = without_machine_paths(manifest.source, Path.cwd())
-    manifest.source = {**source, "shipped_from": manifest.name, "shipped_backend": cfg.backend}
-    manifest.name = cfg.name or manifest.name
-    write_manifest(out, manifest)
-    read_manifest(out)  # the slim package parses as any other
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and swapped in whole: a failed copy (a full disk) leaves the old package as it was.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name in wanted:
+            if (Path(cfg.package_dir) / name).is_file():
+                shutil.copyfile(Path(cfg.package_dir) / name, staging / name)
+        manifest.metrics = {cfg.backend: manifest.metrics[cfg.backend]} if cfg.backend in manifest.metrics else {}
+        # A shipped package travels: its provenance keeps no absolute paths of the machine that built it.
+        source = without_machine_paths(manifest.source, Path.cwd())
+        manifest.source = {**source, "shipped_from": manifest.name, "shipped_backend": cfg.backend}
+        manifest.name = cfg.name or manifest.name
+        write_manifest(staging, manifest)
+        read_manifest(staging)  # the slim package parses as any other
+        staging.chmod(0o755)  # mkdtemp makes it private; a package is read by the service's user
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            if old.exists():  # left by an interrupted ship
+                shutil.rmtree(old)
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
     logger.info("shipped %s (%s) to %s", cfg.package_dir, cfg.backend, out)
     return out

@@ -95,3 +95,31 @@ def test_a_package_without_what_a_command_needs_ends_it_with_one_line(
     assert exc.value.code.startswith(fragment.format(pkg=out, tmp=tmp_path))
     with pytest.raises((PackageError, FileNotFoundError)):  # --verbose keeps the traceback
         main(["--verbose", *args])
+
+
+def test_a_failed_ship_leaves_the_package_it_would_replace(
+    tiny_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import compression.ship
+
+    out = tmp_path / "shipped"
+    assert main(["ship", "--package", str(tiny_package), "--output-dir", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    copies = []
+
+    def full_disk(src: Path, dst: Path) -> None:
+        copies.append(dst)
+        if len(copies) == 2:
+            raise OSError(28, "No space left on device")
+        shutil.copyfile(src, dst)
+
+    monkeypatch.setattr(compression.ship.shutil, "copyfile", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        main(["ship", "--package", str(tiny_package), "--output-dir", str(out), "--name", "renamed"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old package, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shipped"]  # no staging folder left behind
+    verify_package(out, "onnx-int8")
+    monkeypatch.undo()
+    assert main(["ship", "--package", str(tiny_package), "--output-dir", str(out), "--name", "renamed"]) == 0
+    assert read_manifest(out).name == "renamed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shipped"]
