@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -94,3 +95,13 @@ def main(
         if args.verbose:
             raise
         raise SystemExit(f"{args.command}: {exc}") from None
+    except KeyboardInterrupt:
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except (ValueError, OSError, RuntimeError) as exc:
+        # A value the checks let through that a library refuses (torch, numpy, transformers), or the system's own
+        # refusal (a full disk, a read-only folder): its message, not a traceback; --verbose keeps the trace.
+        if args.verbose:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise SystemExit(f"{args.command}: error: {message} (-v shows where it came from)") from None

@@ -89,9 +89,7 @@ class FirstTokenStates:
         identity = onnx.helper.make_node("Identity", [picks[0].output[0]], [STATE_OUTPUT])
         model.graph.node.append(identity)
         model.graph.output.append(onnx.helper.make_tensor_value_info(STATE_OUTPUT, onnx.TensorProto.FLOAT, None))
-        options = ort.SessionOptions()
-        if backend.num_threads:
-            options.intra_op_num_threads = backend.num_threads
+        options = backend.session_options()  # the served session's: threads, and exact int8 where it needs that
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.backend = backend
 

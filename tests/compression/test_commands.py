@@ -178,3 +178,33 @@ def test_cli_and_its_parsers_import_no_torch() -> None:
     where, heavy = out.stdout.splitlines()
     assert Path(where).is_relative_to(ROOT)
     assert heavy == "[]"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        (ValueError("Seed must be between 0 and 2**32 - 1"), 1, "boom: error: Seed must be between 0 and 2**32 - 1"),
+        (OSError(28, "No space left on device"), 1, "boom: error: [Errno 28] No space left on device"),
+        (RuntimeError("set_num_threads expects\na positive integer"), 1, "expects a positive integer (-v shows"),
+        (KeyboardInterrupt(), 130, "boom: interrupted"),
+    ],
+    ids=["value", "os", "runtime", "ctrl-c"],
+)
+def test_a_library_error_ends_a_command_with_one_line(
+    error: BaseException, status: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    def run(args) -> int:
+        raise error
+
+    boom = types.SimpleNamespace(HELP="fails", add_arguments=lambda p: None, run=run)
+    with pytest.raises(SystemExit) as exc:
+        main(["boom"], commands={"boom": boom})
+    shown = str(exc.value.code) if isinstance(exc.value.code, str) else capsys.readouterr().err
+    assert message in shown
+    assert (exc.value.code if isinstance(exc.value.code, int) else 1) == status
+    assert "\n" not in shown.strip()
+    if status == 1:  # -v keeps the traceback for a bug report
+        with pytest.raises(type(error)):
+            main(["boom", "-v"], commands={"boom": boom})
