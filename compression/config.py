@@ -39,14 +39,15 @@ class FinetuneConfig:
     def validate(self) -> None:
         """A ValueError naming the first option out of range, before any model is loaded."""
         checks = [
-            ("epochs", self.epochs > 0, "> 0"),
-            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("epochs", 0 < self.epochs <= 10_000, "in (0, 10000]"),
+            ("learning_rate", 0 < self.learning_rate < 1, "in (0, 1)"),  # also refuses inf and nan
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
-            ("max_length", self.max_length >= 4, ">= 4 (the special tokens and a word)"),
+            ("max_length", 4 <= self.max_length <= 512, "in [4, 512] (the special tokens and a word; 512 positions)"),
             ("max_train_samples", self.max_train_samples is None or self.max_train_samples >= 1, ">= 1"),
             ("num_threads", self.num_threads is None or self.num_threads >= 0, ">= 0"),
+            ("seed", 0 <= self.seed < 2**32, "in [0, 2**32)"),
         ]
         for name, ok, rule in checks:
             if not ok:

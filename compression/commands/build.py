@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from compression.commands import finetune as finetune_command
 from compression.commands.common import add_quant_args, data_from_args, quant_settings
-from compression.commands.distill import distill_student, output_dirs
+from compression.commands.distill import check_search, distill_student, output_dirs
 from compression.commands.finish import finish_package
 from compression.config import STUDENT_PRESETS
 
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     cfg = finetune_command.config_from_args(args)
+    check_search(args.student_trials, args.trial_fraction)
     student = STUDENT_PRESETS.get(args.preset)
     check_output_dir(cfg.output_dir)  # before hours of training, not after
     if student and not args.no_student:

@@ -95,6 +95,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=Cfg.seed)
 
 
+def check_search(trials: int, trial_fraction: float) -> None:
+    """A usage error for an Optuna search that cannot mean anything."""
+    if trials < 0:
+        raise UsageError(f"--trials must be at least 0 (0 = no search), got {trials}")
+    if not 0.0 < trial_fraction <= 1.0:
+        raise UsageError(f"--trial-fraction is a share of the train split in (0, 1], got {trial_fraction}")
+
+
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     """The DistillConfig the options describe; out-of-range settings (augmentation, KD, layers) are usage errors."""
     from compression.augment import AugmentConfig
@@ -102,6 +110,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
 
     if args.augment_copies < 0 or not 0.0 <= args.augment_prob < 0.5:
         raise UsageError("--augment-copies must be >= 0 and --augment-prob in [0, 0.5)")
+    check_search(getattr(args, "trials", 0), args.trial_fraction)
     augment = AugmentConfig(
         copies=args.augment_copies,
         p_delete=args.augment_prob,
