@@ -54,11 +54,22 @@ def built_from(args: argparse.Namespace, *packages: Path) -> str | None:
     from compression.data import is_table
     from compression.data.clinc import CLINC_NAMES
 
-    try:
-        recorded = read_manifest(packages[0]).source.get("dataset")
-    except PackageError:
-        return None  # the command's own check names what is wrong with the package
-    if not isinstance(recorded, str) or Path(recorded).name in CLINC_NAMES:
+    def recorded_by(package: Path) -> str | None:
+        try:
+            dataset = read_manifest(package).source.get("dataset")
+        except PackageError:
+            return None  # the command's own check names what is wrong with the package
+        if not isinstance(dataset, str) or Path(dataset).name in CLINC_NAMES:
+            return None  # CLINC150, the default
+        return dataset
+
+    sources = {str(p): recorded_by(p) for p in packages}
+    if len(set(sources.values())) > 1:  # scored on one package's data, the others' figures would mean nothing
+        named = ", ".join(f"{p}: {d or 'CLINC150'}" for p, d in sources.items())
+        prog = getattr(args, "prog", "python -m compression")
+        raise SystemExit(f"{prog}: error: the packages were built from different data ({named}); pass --data")
+    recorded = sources[str(packages[0])]
+    if recorded is None:
         return None
     if not (is_table(recorded) or Path(recorded).suffix.lower() == ".json"):
         return None  # a dataset name: loading it is the default's business

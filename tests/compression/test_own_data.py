@@ -471,3 +471,21 @@ def test_without_data_a_command_reads_the_file_the_package_was_built_from(
         manifest.source["dataset"] = recorded
         write_manifest(package_copy, manifest)
         assert built_from(args, package_copy) is None
+
+
+def test_packages_built_from_different_data_need_data_named(package_copy: Path, tiny_package: Path) -> None:
+    """The benchmark scored every package on the first one's data: a CLINC150 package on 4 queries of a CSV."""
+    from app.package import write_manifest
+    from compression.cli import build_parser
+    from compression.commands.common import built_from
+
+    manifest = read_manifest(package_copy)
+    manifest.source["dataset"] = "mine.csv"
+    write_manifest(package_copy, manifest)
+    args = build_parser().parse_args(["benchmark"])
+    with pytest.raises(SystemExit, match=r"built from different data \(.*mine\.csv, .*synthetic\); pass --data"):
+        built_from(args, package_copy, tiny_package)
+    assert (
+        built_from(build_parser().parse_args(["--data", "x.csv", "benchmark"]), package_copy, tiny_package) == "x.csv"
+    )
+    assert built_from(args, tiny_package, tiny_package) is None  # the same data: as before
