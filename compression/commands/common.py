@@ -41,7 +41,8 @@ def data_from_args(args: argparse.Namespace, *packages: Path) -> ClincData:
         data = load(built_from(args, *packages), oos_label=args.oos_label, domains_file=args.domains)
     except (ValueError, OSError) as exc:
         prog = getattr(args, "prog", "python -m compression")
-        raise SystemExit(f"{prog}: error: --data: {exc}") from None
+        option = "--domains" if args.domains is not None and str(args.domains) in str(exc) else "--data"
+        raise SystemExit(f"{prog}: error: {option}: {exc}") from None
     check_package_labels(args, data, *packages)
     return data
 

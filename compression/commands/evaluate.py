@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from app.package import BACKEND_FILES
 from compression.commands.common import add_package_arg, data_from_args, require_at_least
 
 if TYPE_CHECKING:
@@ -18,7 +19,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from compression.evaluate import EvalConfig
 
     add_package_arg(p)
-    p.add_argument("--backends", nargs="+", default=list(EvalConfig.backends))
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        choices=list(BACKEND_FILES),  # every backend that reads a weights file
+        default=list(EvalConfig.backends),
+        help="default: every one the package has",
+    )
     p.add_argument("--latency-runs", type=int, default=EvalConfig.latency_runs)
     p.add_argument("--num-threads", type=int, default=EvalConfig.num_threads)
 

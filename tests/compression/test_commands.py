@@ -129,6 +129,7 @@ def test_usage_errors_exit_2_with_the_message(capsys: pytest.CaptureFixture[str]
         (["calibrate", "--max-in-scope-loss", "-0.1"], "in [0, 1), got -0.1"),
         (["evaluate", "--latency-runs", "0"], "--latency-runs must be at least 1, got 0"),
         (["evaluate", "--num-threads", "-2"], "--num-threads must be at least 0, got -2"),
+        (["evaluate", "--backends", "onnx_int8"], "argument --backends: invalid choice: 'onnx_int8'"),
         (["benchmark", "--latency-runs", "0"], "--latency-runs must be at least 1, got 0"),
         (["benchmark", "--warmup-runs", "-1"], "--warmup-runs must be at least 0, got -1"),
         (["benchmark", "--rounds", "0"], "--rounds must be at least 1, got 0"),

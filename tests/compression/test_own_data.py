@@ -137,7 +137,10 @@ def test_domains_file_is_read_and_checked(tmp_path: Path) -> None:
         ("{not json", "is not valid JSON"),
     ]:
         bad = write(tmp_path / "bad-domains.json", content)
-        assert fragment in fail_line(["--data", csv, "--domains", str(bad), "finetune"])
+        message = fail_line(["--data", csv, "--domains", str(bad), "finetune"])
+        assert fragment in message
+        assert "error: --domains: " in message  # the option to fix, not --data
+    assert "error: --data: " in fail_line(["--data", str(tmp_path / "none.csv"), "--domains", str(good), "finetune"])
 
 
 CSV_ERRORS = [
