@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from app.decision import DEFAULT_OOS_LABEL
-from app.package import MANIFEST, Manifest, PackageError, read_manifest, sha256_file, write_manifest
+from app.package import MANIFEST, Manifest, PackageError, read_manifest, verify_package, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +111,11 @@ def check_intact(package_dir: Path) -> Manifest:
     file damaged since the package was written.
     """
     package_dir = Path(package_dir)
-    manifest = read_manifest(package_dir)
-    for name, digest in sorted(manifest.files.items()):
-        path = package_dir / name
-        if path.is_file() and sha256_file(path) != digest:  # a missing one is simply not listed again
-            raise PackageError(
-                f"sha256 mismatch for {path}: the file was modified or corrupted since the package was written, and "
-                "this step would record it as valid; rebuild the package (or restore the file)"
-            )
+    present = {name for name in read_manifest(package_dir).files if (package_dir / name).is_file()}
+    try:  # a missing file is simply not listed again
+        manifest = verify_package(package_dir, "", present)
+    except PackageError as exc:
+        raise PackageError(f"{exc}; this step would record it as valid: rebuild the package (or restore it)") from None
     return manifest
 
 

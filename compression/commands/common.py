@@ -36,12 +36,13 @@ def data_from_args(args: argparse.Namespace, *packages: Path) -> ClincData:
     Without --data: the file the first of `packages` was built from when that is not CLINC150 (the default).
     """
     from compression.data import load_data as load
+    from compression.data.splits import DomainsError
 
     try:
         data = load(built_from(args, *packages), oos_label=args.oos_label, domains_file=args.domains)
     except (ValueError, OSError) as exc:
         prog = getattr(args, "prog", "python -m compression")
-        option = "--domains" if args.domains is not None and str(args.domains) in str(exc) else "--data"
+        option = "--domains" if isinstance(exc, DomainsError) and args.domains is not None else "--data"
         raise SystemExit(f"{prog}: error: {option}: {exc}") from None
     check_package_labels(args, data, *packages)
     return data

@@ -17,6 +17,10 @@ class DataError(ValueError):
     """A data file that cannot be used, with one actionable line saying why."""
 
 
+class DomainsError(DataError):
+    """A domains file (--domains) that cannot be read or does not fit the data."""
+
+
 @dataclass
 class Split:
     """Texts and their label names."""
@@ -53,16 +57,16 @@ def read_domains(path: Path, labels: list[str]) -> dict[str, list[str]]:
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read the domains file {path}: {exc}") from None
+        raise DomainsError(f"cannot read the domains file {path}: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); expected {{domain: [intents]}}") from None
+        raise DomainsError(f"{path} is not valid JSON ({exc}); expected {{domain: [intents]}}") from None
     if not isinstance(raw, dict) or not all(
         isinstance(k, str) and k and isinstance(v, list) and all(isinstance(i, str) for i in v) for k, v in raw.items()
     ):
-        raise DataError(f'{path} must map each domain to a list of intents, e.g. {{"banking": ["balance"]}}')
+        raise DomainsError(f'{path} must map each domain to a list of intents, e.g. {{"banking": ["balance"]}}')
     unknown = sorted({intent for intents in raw.values() for intent in intents} - set(labels))
     if unknown:
-        raise DataError(f"{path} lists intents that are not labels of the data: {', '.join(unknown[:5])}")
+        raise DomainsError(f"{path} lists intents that are not labels of the data: {', '.join(unknown[:5])}")
     return raw
 
 
