@@ -16,38 +16,58 @@ from compression.commands.common import UsageError
 PROG = "python -m compression"
 
 
-def add_global_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    """The options every command reads: the data source, its oos label and domains, verbosity.
+# The data options, by destination, with the value that means "not given".
+DATA_OPTIONS = {"data": None, "oos_label": DEFAULT_OOS_LABEL, "domains": None}
+
+
+def reads_data(command: ModuleType) -> bool:
+    """Whether a command reads intent data (a module sets READS_DATA = False when it only copies or converts)."""
+    return getattr(command, "READS_DATA", True)
+
+
+def add_global_options(parser: argparse.ArgumentParser, defaults: bool = True, data: bool = True) -> None:
+    """The options commands share: the data source, its oos label and domains (`data`), verbosity.
 
     They are taken before the command's name and after it: `defaults=False` (on each command's parser) sets an
     option only when it is given there, so one given before the name is not overwritten by a default.
     """
     where = "after" if defaults else "before"
-    group = parser.add_argument_group(f"data and logging (also accepted {where} the command name)")
+    group = parser.add_argument_group(f"{'data and ' if data else ''}logging (also accepted {where} the command name)")
 
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
 
+    group.add_argument("-v", "--verbose", action="store_true", default=default(False))
+
+    def described(text: str) -> str:
+        # A command that reads no data still parses the options, unlisted, so that main() can say why they are refused.
+        return text if data else argparse.SUPPRESS
+
     group.add_argument(
         "--data",
         default=default(None),
-        help="CSV or JSONL file of text,label[,split] (your own intents), a CLINC150 oos-eval JSON or an HF dataset "
-        "name (default: the local CLINC150 file if present)",
+        help=described(
+            "CSV or JSONL file of text,label[,split] (your own intents), a CLINC150 oos-eval JSON or an HF dataset "
+            "name (default: the local CLINC150 file if present)"
+        ),
     )
     group.add_argument(
         "--oos-label",
         default=default(DEFAULT_OOS_LABEL),
-        help="the out-of-scope label, the service's fallback answer; data without such rows still gets it as a "
-        f"class (default: {DEFAULT_OOS_LABEL})",
+        help=described(
+            "the out-of-scope label, the service's fallback answer; data without such rows still gets it as a "
+            f"class (default: {DEFAULT_OOS_LABEL})"
+        ),
     )
     group.add_argument(
         "--domains",
         type=Path,
         default=default(None),
-        help='JSON {"domain": [intents]} named in the fallback message (default: CLINC150\'s domains.json for '
-        "CLINC150, else none: a generic message)",
+        help=described(
+            'JSON {"domain": [intents]} named in the fallback message (default: CLINC150\'s domains.json for '
+            "CLINC150, else none: a generic message)"
+        ),
     )
-    group.add_argument("-v", "--verbose", action="store_true", default=default(False))
 
 
 def build_parser(
@@ -61,8 +81,17 @@ def build_parser(
     for name, module in commands.items():
         command = sub.add_parser(name, help=module.HELP)
         module.add_arguments(command)
-        add_global_options(command, defaults=False)
+        add_global_options(command, defaults=False, data=reads_data(module))
     return parser
+
+
+def check_data_options(parser: argparse.ArgumentParser, args: argparse.Namespace, command: ModuleType) -> None:
+    """A usage error when data options were given before the name of a command that reads no data."""
+    if reads_data(command):
+        return
+    given = [f"--{k.replace('_', '-')}" for k, unset in DATA_OPTIONS.items() if getattr(args, k) != unset]
+    if given:
+        parser.error(f"{args.command} reads no intent data: {', '.join(given)} would have no effect; drop it")
 
 
 def main(
@@ -75,6 +104,7 @@ def main(
     """Parse arguments and run one step."""
     parser = build_parser(commands, prog, description)
     args = parser.parse_args(argv)
+    check_data_options(parser, args, commands[args.command])
     # Third-party libraries (ORT's quantizer) log at INFO on the root logger: keep them quiet.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in loggers:

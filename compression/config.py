@@ -155,3 +155,14 @@ class PruneConfig:
             raise ValueError(f"need 0 <= alpha <= 1 and temperature > 0 (got {self.alpha}, {self.temperature})")
         if self.output_dir.resolve() == self.model_dir.resolve():
             raise ValueError(f"--output-dir {self.output_dir} would overwrite the package being pruned")
+        # (value, minimum); a negative count would slice from the end: -1 meant "all but one".
+        counts = {
+            "max_train_examples": (self.max_train_examples, 1),
+            "importance_examples": (self.importance_examples, 1),
+            "num_threads": (self.num_threads, 0),
+        }
+        for name, (value, minimum) in counts.items():
+            if value is not None and value < minimum:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")

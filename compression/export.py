@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from compression.packaging import check_intact, refresh_manifest
+from compression.packaging import check_intact, missing_input, refresh_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def export_raw(package_dir: Path, out_dir: Path) -> Path:
     from optimum.onnxruntime import ORTModelForSequenceClassification
 
     if not (Path(package_dir) / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{package_dir}/model.safetensors missing: run `python -m compression finetune` first")
+        raise missing_input(package_dir, "model.safetensors", "run `python -m compression finetune` first")
     model = ORTModelForSequenceClassification.from_pretrained(package_dir, export=True)
     model.save_pretrained(out_dir)
     path = Path(out_dir) / "model.onnx"

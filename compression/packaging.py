@@ -104,6 +104,21 @@ def save_torch_package(
     return manifest
 
 
+def missing_input(package_dir: Path, name: str, fix: str) -> FileNotFoundError:
+    """The error for a file a step reads that the package lacks; `fix` says what to run (the step before)."""
+    try:
+        source = read_manifest(package_dir).source
+    except PackageError:
+        source = {}
+    if "shipped_from" in source:
+        # A slim package keeps one backend's files: the step before would stop at its own missing input in turn.
+        return FileNotFoundError(
+            f"{package_dir} is a slim package shipped for {source.get('shipped_backend')} from the package "
+            f"{source['shipped_from']!r}: it has no {name}; run this step on the full package it was shipped from"
+        )
+    return FileNotFoundError(f"{Path(package_dir) / name} missing: {fix}")
+
+
 def check_intact(package_dir: Path) -> Manifest:
     """The manifest, once every file it lists matches its sha256 (PackageError otherwise).
 

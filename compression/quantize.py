@@ -13,7 +13,7 @@ from typing import Any
 from app.cpu import int8_preset
 from app.package import read_manifest, write_manifest
 from compression.export import export_raw
-from compression.packaging import check_intact, drop_metrics
+from compression.packaging import check_intact, drop_metrics, missing_input
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +120,11 @@ def fused_source(package_dir: Path, out_dir: Path) -> Path:
 
     fused = Path(package_dir) / "model.onnx"
     if not fused.is_file():
-        raise FileNotFoundError(
-            f"{fused} missing: run `python -m compression export --package {package_dir}` first "
-            "(or quantize the unfused export with --quant-graph plain)"
+        raise missing_input(
+            package_dir,
+            "model.onnx",
+            f"run `python -m compression export --package {package_dir}` first "
+            "(or quantize the unfused export with --quant-graph plain)",
         )
     model = SymbolicShapeInference.infer_shapes(onnx.load(fused), auto_merge=True)
     out_dir.mkdir(parents=True)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from compression.export import ExportConfig
 
 HELP = "add model.onnx (ORT graph-optimized) to a package"
+READS_DATA = False  # it copies or converts a package: no --data, --oos-label or --domains
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

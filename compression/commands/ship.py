@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from compression.ship import ShipConfig
 
 HELP = "copy only what one backend reads into a new folder (e.g. models/NAME)"
+READS_DATA = False  # it copies or converts a package: no --data, --oos-label or --domains
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -43,6 +43,11 @@ class DistillConfig(FinetuneConfig):
             raise ValueError(f"--temperature must be > 0, got {self.temperature}")
         from compression.distill.students import parse_layers
 
+        if self.student_layers and self.student.startswith("layers:"):  # would be ignored: the spec names the layers
+            raise ValueError(
+                f"--student-layers picks layers of a base-model --student; with --student {self.student} the "
+                "layers are already named there"
+            )
         specs = {"--student-layers": self.student_layers}
         if self.student.startswith("layers:"):
             specs["--student"] = self.student.removeprefix("layers:")

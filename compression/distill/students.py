@@ -91,6 +91,20 @@ def make_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, labels: list[
     return student
 
 
+def check_student_layers(cfg: DistillConfig) -> None:
+    """Refuse --student-layers beyond the base-model student's depth now, not after the teacher's pass."""
+    if not cfg.student_layers or subset_layers(cfg.student) is not None:
+        return
+    from transformers import AutoConfig
+
+    from compression.base_models import resolve_base_model
+
+    depth = AutoConfig.from_pretrained(resolve_base_model(cfg.student)).num_hidden_layers
+    beyond = [i for i in parse_layers(cfg.student_layers) if i >= depth]
+    if beyond:
+        raise ValueError(f"--student-layers {cfg.student_layers}: the student {cfg.student} has layers 0-{depth - 1}")
+
+
 def check_label_order(student_id: str, labels: list[str]) -> None:
     """Refuse a trained student (local package or HF id) whose head rows are the teacher's labels reordered."""
     from transformers import AutoConfig

@@ -56,7 +56,9 @@ def load_teacher(teacher_dir: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if not (Path(teacher_dir) / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no teacher at {teacher_dir}: run `python -m compression finetune` first")
+        from compression.packaging import missing_input
+
+        raise missing_input(teacher_dir, "model.safetensors", "no teacher there: run `python -m compression finetune`")
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir, use_safetensors=True).eval()
     return teacher, tokenizer

@@ -8,7 +8,7 @@ from typing import Any
 from compression.augment import augment
 from compression.data import ClincData, Split
 from compression.distill.config import DistillConfig
-from compression.distill.students import student_tokenizer
+from compression.distill.students import check_student_layers, student_tokenizer
 from compression.distill.teacher import DistillSplit, load_teacher, teacher_logits
 from compression.finetune import EncodedSplit
 from compression.teacher_cache import cached_logits
@@ -100,6 +100,7 @@ def prepare(
     label2id = {label: i for i, label in enumerate(labels)}
     # Soft targets are the teacher's logits on the same texts, each model reading them with its own tokenizer.
     student_tok = student_tokenizer(cfg, tokenizer)
+    check_student_layers(cfg)  # before the teacher's pass, which can take minutes
     targets = SoftTargets(cfg, teacher, tokenizer, labels)
     computed = teacher_pass or needs_teacher_pass(cfg)
     if computed:

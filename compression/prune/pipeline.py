@@ -15,7 +15,7 @@ from compression.config import PruneConfig
 from compression.data import ClincData, load_clinc
 from compression.distill import DistillSplit, check_same_tokenizer, teacher_logits
 from compression.finetune import EncodedSplit
-from compression.packaging import TOKENIZER_FILES, refresh_manifest, save_torch_package
+from compression.packaging import TOKENIZER_FILES, missing_input, refresh_manifest, save_torch_package
 from compression.prune.masks import UnstructuredPruner
 from compression.prune.schedule import Schedule
 from compression.prune.sizes import csr_bytes, record_compressed_sizes, weight_stats
@@ -48,7 +48,7 @@ def load_model(package_dir: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if not (Path(package_dir) / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no model package at {package_dir} (model.safetensors missing)")
+        raise missing_input(package_dir, "model.safetensors", "no model package there to prune")
     tokenizer = AutoTokenizer.from_pretrained(package_dir)
     # fp32 whatever the checkpoint's dtype: transformers 5 defaults to the stored dtype.
     model = AutoModelForSequenceClassification.from_pretrained(package_dir, use_safetensors=True, dtype=torch.float32)

@@ -52,7 +52,8 @@ def test_help_of_every_command_lists_its_options(name: str, capsys: pytest.Captu
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: python -m compression {name} ")
-    options = [s for a in subparser(build_parser(), name)._actions for s in a.option_strings]
+    shown = [a for a in subparser(build_parser(), name)._actions if a.help != argparse.SUPPRESS]
+    options = [s for a in shown for s in a.option_strings]
     assert len(options) > 1
     assert [s for s in options if s not in out] == []
 
@@ -154,6 +155,10 @@ def test_usage_errors_exit_2_with_the_message(capsys: pytest.CaptureFixture[str]
         (["distill", "--student", "layers:1,1"], "--student '1,1': give distinct layer indices"),
         (["distill", "--student", "layers:"], "--student '': give distinct layer indices"),
         (["distill", "--student", "x", "--student-layers", "0,-1"], "--student-layers '0,-1': give distinct"),
+        (
+            ["distill", "--student", "layers:0", "--student-layers", "1"],
+            "--student-layers picks layers of a base-model",
+        ),
     ],
 )
 def test_out_of_range_options_are_usage_errors(

@@ -194,6 +194,21 @@ def other_teacher(tiny_package: Path, dst: Path, reorder: bool = True) -> Path:
     return dst
 
 
+def test_student_layers_beyond_the_student_are_refused_before_the_teacher_pass(
+    tiny_package: Path, clinc_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoConfig
+
+    import compression.distill.transfer as transfer
+
+    depth = AutoConfig.from_pretrained(tiny_package).num_hidden_layers
+    cfg = DistillConfig(teacher_dir=tiny_package, student=str(tiny_package), student_layers=f"0,{depth}")
+    cfg.validate()  # the student's depth is known once it is resolved, in prepare()
+    monkeypatch.setattr(transfer, "SoftTargets", lambda *a: pytest.fail("the teacher pass ran"))
+    with pytest.raises(ValueError, match=rf"--student-layers 0,{depth}: the student .* has layers 0-{depth - 1}"):
+        prepare(cfg, load_clinc(str(clinc_json)))
+
+
 def test_a_student_of_another_family_reads_its_own_tokenizer(
     tiny_mpnet_package: Path, clinc_json: Path, tmp_path: Path
 ) -> None:

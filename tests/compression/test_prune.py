@@ -379,11 +379,30 @@ def test_benchmark_reports_sparsity_and_gzip(pruned: dict[str, Path], clinc_json
         (["--method", "magnitude", "--ffn-keep", "8"], "structured only"),
         (["--method", "magnitude", "--sparsity", "1.0"], "sparsity"),
         (["--method", "movement", "--prune-start", "0.8", "--prune-end", "0.5"], "prune_start"),
+        (["--max-train-examples", "-1"], "--max-train-examples must be at least 1, got -1"),
+        (["--method", "structured", "--ffn-keep", "8", "--importance-examples", "0"], "--importance-examples must"),
+        (["--num-threads", "-1"], "--num-threads must be at least 0, got -1"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32), got -1"),
     ],
 )
-def test_cli_rejects_bad_arguments(tiny_package: Path, clinc_json: Path, extra: list[str], message: str) -> None:
-    with pytest.raises(SystemExit, match=message):
+def test_cli_rejects_bad_arguments(
+    tiny_package: Path, clinc_json: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
         main(["--data", str(clinc_json), "prune", "--model", str(tiny_package), *extra])
+    assert exc.value.code == 2  # a usage error, as for every command
+    assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_an_output_inside_the_package_it_prunes(
+    tiny_package: Path, clinc_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in tiny_package.iterdir())
+    with pytest.raises(SystemExit, match=f"overlaps {tiny_package}"):
+        main(
+            ["--data", str(clinc_json), "prune", "--model", str(tiny_package), "--output-dir", str(tiny_package / "p")]
+        )
+    assert sorted(p.name for p in tiny_package.iterdir()) == before
 
 
 def test_cli_refuses_missing_packages(tiny_package: Path, clinc_json: Path, tmp_path: Path) -> None:

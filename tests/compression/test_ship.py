@@ -78,16 +78,19 @@ def test_a_shipped_package_is_recalibrated_on_the_backend_it_has(
     [
         (["benchmark", "--packages", "{tmp}/nothing"], "benchmark: model package directory not found: "),
         (["evaluate", "--package", "{pkg}", "--backends", "torch", "onnx"], "evaluate: none of the backends"),
-        (["export", "--package", "{pkg}"], "export: {pkg}/model.safetensors missing: run `python -m compression"),
-        (["quantize", "--package", "{pkg}"], "quantize: {pkg}/model.onnx missing: run `python -m compression export"),
+        # A slim package points back to the package it came from, not to the step before (which needs more files).
+        (["export", "--package", "{pkg}"], "export: {pkg} is a slim package shipped for onnx-int8 from the package"),
+        (["quantize", "--package", "{pkg}"], "quantize: {pkg} is a slim package shipped for onnx-int8 from the"),
+        (["finish", "--package", "{pkg}"], "finish: {pkg} is a slim package shipped for onnx-int8 from the package"),
     ],
-    ids=["no-package", "no-backend", "no-weights", "no-graph"],
+    ids=["no-package", "no-backend", "no-weights", "no-graph", "no-finish"],
 )
 def test_a_package_without_what_a_command_needs_ends_it_with_one_line(
     tiny_package: Path, tmp_path: Path, clinc_json: Path, argv: list[str], fragment: str
 ) -> None:
     out = shipped(tiny_package, tmp_path)
-    args = ["--data", str(clinc_json), *(a.format(pkg=out, tmp=tmp_path) for a in argv)]
+    data = [] if argv[0] in {"export", "quantize"} else ["--data", str(clinc_json)]  # they read no data
+    args = [*data, *(a.format(pkg=out, tmp=tmp_path) for a in argv)]
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert isinstance(exc.value.code, str)
@@ -123,3 +126,40 @@ def test_a_failed_ship_leaves_the_package_it_would_replace(
     assert main(["ship", "--package", str(tiny_package), "--output-dir", str(out), "--name", "renamed"]) == 0
     assert read_manifest(out).name == "renamed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shipped"]
+
+
+def test_a_package_without_its_export_names_the_step_before(package_copy: Path) -> None:
+    from app.package import update_manifest
+
+    (package_copy / "model.onnx").unlink()
+    update_manifest(package_copy)
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", "--package", str(package_copy)])
+    assert exc.value.code == (
+        f"quantize: {package_copy}/model.onnx missing: run `python -m compression export --package {package_copy}` "
+        "first (or quantize the unfused export with --quant-graph plain)"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ship", "--output-dir", "{tmp}/out", "--data", "{data}"],
+        ["--data", "{data}", "ship", "--output-dir", "{tmp}/out"],
+        ["--oos-label", "other", "quantize"],
+        ["--domains", "{data}", "export"],
+        ["export", "--domains", "{data}"],
+    ],
+)
+def test_commands_that_read_no_data_refuse_data_options(
+    tiny_package: Path, tmp_path: Path, clinc_json: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [a.format(tmp=tmp_path, data=clinc_json) for a in argv] + ["--package", str(tiny_package)]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    command = next(a for a in argv if a in {"ship", "quantize", "export"})
+    option = next(a for a in argv if a in {"--data", "--oos-label", "--domains"})
+    assert f"error: {command} reads no intent data: {option} would have no effect" in err
+    assert not (tmp_path / "out").exists()
