@@ -142,7 +142,15 @@ def write_manifest(package_dir: Path, manifest: Manifest) -> None:
         readable_by_umask(package_dir / name)
     manifest.files = files
     manifest.backends = [b for b, spec in REGISTRY.items() if spec.weights and set(spec.weights) <= set(files)]
-    (package_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    # Written beside it and renamed over it: an interrupted write (a full disk, a kill) leaves the old manifest whole,
+    # never a truncated one that would make the package unreadable. A dotfile is not hashed as a package file.
+    staging = package_dir / f".{MANIFEST}.tmp"
+    try:
+        staging.write_text(manifest.model_dump_json(indent=2) + "\n")
+        readable_by_umask(staging)
+        os.replace(staging, package_dir / MANIFEST)
+    finally:
+        staging.unlink(missing_ok=True)
     logger.info("wrote %s (%d files, backends %s)", package_dir / MANIFEST, len(files), manifest.backends)
 
 

@@ -250,6 +250,27 @@ def test_package_files_get_their_mode_from_the_umask(tiny_package: Path, tmp_pat
     assert "model.safetensors" in modes
 
 
+def test_an_interrupted_manifest_write_leaves_the_old_manifest(
+    package_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = (package_copy / "manifest.json").read_bytes()
+    real = Path.write_text
+
+    def full_disk(path: Path, text: str, *args: object, **kwargs: object) -> int:
+        real(path, text[: len(text) // 2])  # half written, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    manifest = read_manifest(package_copy)
+    manifest.name = "renamed"
+    with pytest.raises(OSError, match="No space left"):
+        write_manifest(package_copy, manifest)
+    monkeypatch.undo()
+    assert (package_copy / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in package_copy.iterdir() if p.name.startswith(".")) == []  # nothing left behind
+    IntentClassifier.check(Settings(model_dir=package_copy, backend="onnx-int8"))  # still whole
+
+
 def list_outside_file(pkg: Path, name: str, target: Path) -> None:
     """Add `name` to the manifest's files, with the target's true sha256 when it exists."""
     data = json.loads((pkg / "manifest.json").read_text())
