@@ -150,3 +150,18 @@ def test_a_new_oos_rule_drops_the_figures_measured_with_the_old_one(package_copy
     update_manifest(package_copy, oos_threshold=other)  # figures of another rule
     calibrate(CalibrateConfig(package_copy), data.validation)
     assert read_manifest(package_copy).metrics == {}
+
+
+def test_backends_a_package_lacks_are_named_in_one_warning(
+    package_copy: Path, clinc_json: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("model.safetensors", "model.onnx"):  # as a slim onnx-int8 package
+        (package_copy / name).unlink()
+    from app.package import update_manifest
+
+    update_manifest(package_copy)
+    with caplog.at_level("WARNING", logger="compression.evaluate"):
+        results = evaluate(EvalConfig(package_copy, latency_runs=2, warmup_runs=1), load_clinc(str(clinc_json)).test)
+    assert set(results) == {"onnx-int8"}
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert skipped == [f"skipping torch, torch-int8, onnx: not in package {package_copy}"]
