@@ -82,7 +82,18 @@ def build_parser(
         command = sub.add_parser(name, help=module.HELP)
         module.add_arguments(command)
         add_global_options(command, defaults=False, data=reads_data(module))
+        show_defaults(command)
     return parser
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append each option's default to its help, unless the help already says it or there is none to show."""
+    for action in parser._actions:
+        unset = action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
+        hidden = action.help == argparse.SUPPRESS or unset
+        if not action.option_strings or hidden or "default" in (action.help or ""):
+            continue
+        action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
 
 
 def check_data_options(parser: argparse.ArgumentParser, args: argparse.Namespace, command: ModuleType) -> None:

@@ -58,6 +58,25 @@ def test_help_of_every_command_lists_its_options(name: str, capsys: pytest.Captu
     assert [s for s in options if s not in out] == []
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_help_shows_every_default(name: str) -> None:
+    parser = subparser(build_parser(), name)
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or argparse.SUPPRESS in (action.help, action.default) or action.dest == "help":
+            continue
+        help_text = formatter._expand_help(action) if action.help else ""
+        if action.default not in (None, False, "") or (name in {"finetune", "build"} and action.dest == "epochs"):
+            assert "default" in help_text, f"{name} {action.option_strings[0]}: {help_text!r}"
+
+
+def test_finetune_help_names_each_presets_value() -> None:
+    parser = subparser(build_parser(), "finetune")
+    epochs = next(a for a in parser._actions if a.dest == "epochs")
+    for preset, values in PRESETS.items():
+        assert f"{values['epochs']} with {preset}" in epochs.help
+
+
 # (command, required arguments, the config its defaults must give)
 DEFAULTS: list[tuple[str, list[str], Callable[[], object]]] = [
     ("finetune", [], lambda: FinetuneConfig(**PRESETS["quick"])),  # finetune's options only override the preset
