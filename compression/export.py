@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compression.packaging import check_intact, missing_input, refresh_manifest
+from compression.progress import step
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ def export(cfg: ExportConfig) -> Path:
     check_intact(package_dir)
     with tempfile.TemporaryDirectory() as tmp:
         raw_dir = Path(tmp) / "raw"
-        export_raw(package_dir, raw_dir)
-        optimized = optimize_onnx(raw_dir, Path(tmp) / "opt", cfg.optimization_level)
+        with step(logger, f"{package_dir}: export to ONNX"):
+            export_raw(package_dir, raw_dir)
+        with step(logger, f"{package_dir}: ORT graph optimization (level {cfg.optimization_level})"):
+            optimized = optimize_onnx(raw_dir, Path(tmp) / "opt", cfg.optimization_level)
         shutil.copyfile(optimized, package_dir / "model.onnx")
     refresh_manifest(package_dir, replaced_backend="onnx")
     logger.info("exported %s/model.onnx (optimization level %d)", package_dir, cfg.optimization_level)

@@ -14,6 +14,7 @@ from app.cpu import int8_preset
 from app.package import read_manifest, write_manifest
 from compression.export import export_raw
 from compression.packaging import check_intact, drop_metrics, missing_input
+from compression.progress import step
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +145,11 @@ def quantize(cfg: QuantizeConfig) -> Path:
     preset = int8_preset() if cfg.preset == "auto" else cfg.preset
     with tempfile.TemporaryDirectory() as tmp:
         src_dir = Path(tmp) / "src"
-        if cfg.graph == "fused":
-            fused_source(package_dir, src_dir)
-        else:
-            export_raw(package_dir, src_dir)
+        with step(logger, f"{package_dir}: the {cfg.graph} fp32 graph to quantize"):
+            if cfg.graph == "fused":
+                fused_source(package_dir, src_dir)
+            else:
+                export_raw(package_dir, src_dir)
         exclude = []
         if cfg.embedding_bits == 4:  # keep the table fp32 through the int8 pass, then make it 4-bit
             vocab_size = json.loads((package_dir / "config.json").read_text())["vocab_size"]
@@ -155,11 +157,13 @@ def quantize(cfg: QuantizeConfig) -> Path:
         qconfig = getattr(AutoQuantizationConfig, preset)(
             is_static=False, per_channel=cfg.per_channel, nodes_to_exclude=exclude
         )
-        quantizer = ORTQuantizer.from_pretrained(src_dir, file_name="model.onnx")
-        quantizer.quantize(quantization_config=qconfig, save_dir=Path(tmp) / "q")
+        with step(logger, f"{package_dir}: ORT dynamic int8 ({preset})"):
+            quantizer = ORTQuantizer.from_pretrained(src_dir, file_name="model.onnx")
+            quantizer.quantize(quantization_config=qconfig, save_dir=Path(tmp) / "q")
         out = Path(tmp) / "q" / "model_quantized.onnx"
         if exclude:
-            quantize_embedding_4bit(out, exclude[0], cfg.embedding_block_size)
+            with step(logger, f"{package_dir}: 4-bit word embeddings"):
+                quantize_embedding_4bit(out, exclude[0], cfg.embedding_block_size)
         shutil.copyfile(out, package_dir / "model_quantized.onnx")
     manifest = read_manifest(package_dir)
     drop_metrics(manifest, package_dir, "onnx-int8")

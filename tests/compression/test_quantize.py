@@ -151,3 +151,18 @@ def test_the_auto_preset_is_the_one_exact_on_the_quantizing_cpu(
     matmuls = [n for n in model.graph.node if n.op_type in ("MatMulInteger", "QAttention")]
     assert len(matmuls) >= 4
     assert {types[n.input[1]] for n in matmuls} == {weights}  # the weights the preset's kernels need
+
+
+def test_export_and_quantize_report_each_step_as_it_ends(package_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="compression"):
+        assert main(["export", "--package", str(package_copy)]) == 0
+        assert main(["quantize", "--package", str(package_copy), "--embedding-bits", "4"]) == 0
+    steps = [r.getMessage().removeprefix(f"{package_copy}: ") for r in caplog.records if "done in" in r.getMessage()]
+    names = [s.split(": done in")[0] for s in steps]
+    assert names == [
+        "export to ONNX",
+        "ORT graph optimization (level 2)",
+        "the fused fp32 graph to quantize",
+        f"ORT dynamic int8 ({read_manifest(package_copy).source['quantization']['preset']})",
+        "4-bit word embeddings",
+    ]

@@ -128,19 +128,6 @@ def test_a_failed_ship_leaves_the_package_it_would_replace(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shipped"]
 
 
-def test_a_package_without_its_export_names_the_step_before(package_copy: Path) -> None:
-    from app.package import update_manifest
-
-    (package_copy / "model.onnx").unlink()
-    update_manifest(package_copy)
-    with pytest.raises(SystemExit) as exc:
-        main(["quantize", "--package", str(package_copy)])
-    assert exc.value.code == (
-        f"quantize: {package_copy}/model.onnx missing: run `python -m compression export --package {package_copy}` "
-        "first (or quantize the unfused export with --quant-graph plain)"
-    )
-
-
 @pytest.mark.parametrize(
     "argv",
     [
