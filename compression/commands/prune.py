@@ -14,7 +14,8 @@ HELP = "prune a package (magnitude, movement or structured), then finish it"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """What to prune and how, the fine-tuning, the run and the int8 options; defaults from PruneConfig."""
     c = PruneConfig
-    p.add_argument("--model", type=Path, default=c.model_dir, help="package to prune (the student)")
+    # --package and --teacher as in every other command; --model and --distill-from stay as aliases.
+    p.add_argument("--package", "--model", dest="model", type=Path, default=c.model_dir, help="package to prune")
     p.add_argument("--method", choices=list(METHODS), default=c.method)
     p.add_argument("--sparsity", type=float, default=c.sparsity, help="final share of zero encoder Linear weights")
     p.add_argument(
@@ -33,13 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=c.importance_examples,
         help="structured: train examples for importance",
     )
-    p.add_argument("--distill-from", type=Path, help="teacher package for the KD loss (default: labels only)")
+    p.add_argument(
+        "--teacher",
+        "--distill-from",
+        dest="distill_from",
+        type=Path,
+        help="teacher package for the KD loss (default: labels only)",
+    )
     p.add_argument(
         "--alpha", type=float, default=c.alpha, help="weight of the hard-label cross-entropy (with a teacher)"
     )
     p.add_argument("--temperature", type=float, default=c.temperature)
     p.add_argument("--epochs", type=float, default=c.epochs)
-    p.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=c.learning_rate)
+    p.add_argument("--learning-rate", "--lr", dest="lr", type=float, default=c.learning_rate)
     p.add_argument(
         "--scores-lr", type=float, default=c.scores_learning_rate, help="movement: learning rate of the mask scores"
     )
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if not (Path(args.model) / "manifest.json").is_file():
         raise SystemExit(f"prune: no model package at {args.model} (run `python -m compression distill` first)")
     if args.distill_from is not None and not (Path(args.distill_from) / "manifest.json").is_file():
-        raise SystemExit(f"prune: no teacher package at {args.distill_from} (--distill-from)")
+        raise SystemExit(f"prune: no teacher package at {args.distill_from} (--teacher)")
     cfg = config_from_args(args)
     try:
         cfg.validate()

@@ -130,6 +130,20 @@ def test_a_changed_config_default_reaches_the_cli(
     assert getattr(build_parser().parse_args([name]), dest) == value
 
 
+def test_prune_takes_the_option_names_of_the_other_commands() -> None:
+    # --package and --teacher as everywhere else; the older --model, --distill-from and --lr still parse.
+    prune = COMMANDS["prune"]
+    names = ["prune", "--package", "a", "--teacher", "t", "--learning-rate", "0.001"]
+    aliases = ["prune", "--model", "a", "--distill-from", "t", "--lr", "0.001"]
+    new, old = (prune.config_from_args(build_parser().parse_args(argv)) for argv in (names, aliases))
+    assert asdict(new) == asdict(old)
+    assert (new.model_dir, new.teacher_dir, new.learning_rate) == (Path("a"), Path("t"), 0.001)
+    usage = subparser(build_parser(), "prune").format_usage()
+    assert "--package" in usage
+    assert "--teacher" in usage
+    assert "--model" not in usage
+
+
 def test_usage_errors_exit_2_with_the_message(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["distill", "--augment-prob", "0.6"])
