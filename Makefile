@@ -10,6 +10,8 @@ PACKAGE ?= models/clinc150-minilm
 BACKEND ?= onnx-int8
 PRESET ?= quick
 REPLICAS ?= 2
+# Seconds the Serve controller gives a new proxy to report ready (Ray's 5 s is missed on a busy small node).
+PROXY_READY_TIMEOUT_S ?= 60
 
 .PHONY: install system-deps serve serve-ray package test test-fast lint benchmark loadtest bench-serving clean
 
@@ -62,7 +64,7 @@ $(PACKAGE)/manifest.json:
 # Ray Serve (extra `ray`): the same app in $(REPLICAS) replicas behind Ray's proxy on :8000; see docs/deployment.md.
 serve-ray: $(STAMP) | $(PACKAGE)/manifest.json
 	INTENT_MODEL_DIR=$(abspath $(PACKAGE)) INTENT_BACKEND=$(BACKEND) INTENT_NUM_THREADS=1 \
-		$(VENV)/bin/serve run app.ray_serve:app_builder num_replicas=$(REPLICAS) num_cpus=1
+		RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=$(PROXY_READY_TIMEOUT_S) $(VENV)/bin/serve run app.ray_serve:app_builder num_replicas=$(REPLICAS) num_cpus=1
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -ra --durations=10
@@ -74,6 +76,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	bash scripts/lint_deploy.sh
 
+# Every package under artifacts/ (`make package` builds them), into reports/; other packages or folders:
+# `python -m compression benchmark --packages DIR ... --output-dir OUT`.
 benchmark: $(STAMP)
 	$(PY) -m compression benchmark
 

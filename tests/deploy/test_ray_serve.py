@@ -123,6 +123,18 @@ def test_rayservice_embeds_the_serve_config() -> None:
     assert configs["rayservice.yaml"]["applications"] == configs["serve_config.yaml"]["applications"]
 
 
+def test_every_way_of_starting_ray_gives_the_proxy_the_timeout_the_test_needs() -> None:
+    rayservice = next(d for d in yaml.safe_load_all(RAYSERVICE.read_text()) if d["kind"] == "RayService")
+    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in head["env"]}
+    assert env["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == str(PROXY_READY_TIMEOUT_S)
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert f"PROXY_READY_TIMEOUT_S ?= {PROXY_READY_TIMEOUT_S}\n" in makefile
+    assert "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=$(PROXY_READY_TIMEOUT_S)" in makefile
+    docs = " ".join((REPO_ROOT / "docs" / "deployment.md").read_text().split())
+    assert f"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S={PROXY_READY_TIMEOUT_S}`" in docs
+
+
 def test_builder_options() -> None:
     assert deployment_options(RayServeArgs(num_replicas=3))["num_replicas"] == 3
     scaled = deployment_options(RayServeArgs(min_replicas=2, max_replicas=5, target_ongoing_requests=4))
