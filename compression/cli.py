@@ -120,6 +120,10 @@ def main(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in loggers:
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if reads_data(commands[args.command]):  # data names and base models may be hub ids: fail fast without a hub
+        from compression.hub import offline_unless_reachable
+
+        offline_unless_reachable()
 
     from app.package import PackageError
     from compression.base_models import BaseModelError

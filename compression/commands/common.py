@@ -42,8 +42,11 @@ def data_from_args(args: argparse.Namespace, *packages: Path) -> ClincData:
         data = load(built_from(args, *packages), oos_label=args.oos_label, domains_file=args.domains)
     except (ValueError, OSError) as exc:
         prog = getattr(args, "prog", "python -m compression")
+        from compression import hub
+
         option = "--domains" if isinstance(exc, DomainsError) and args.domains is not None else "--data"
-        raise SystemExit(f"{prog}: error: {option}: {exc}") from None
+        hint = f"; {hub.OFFLINE_HINT}: pass a local data file" if hub.went_offline and option == "--data" else ""
+        raise SystemExit(f"{prog}: error: {option}: {exc}{hint}") from None
     check_package_labels(args, data, *packages)
     return data
 
