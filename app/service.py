@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,6 @@ logger = logging.getLogger(__name__)
 
 REASONS = {0: None, **dict(enumerate(OOS_REASONS, 1))}
 UNKNOWN_WORDS = OOS_REASONS.index("unknown_words") + 1
-# A word of ASCII letters and digits between spaces, ASCII punctuation or the ends of the text is a known token, or
-# known pieces, in every vocabulary served (they hold all ASCII alphanumerics, alone and as ## pieces): a text with
-# one needs no tokenizer call ahead of the batch. The others (about 20 us each for uncased BERT) are read first;
-# "transfer\U0001f642" is one word, and WordPiece reads it as [UNK] alone.
-_EDGE = r"\s!-/:-@\[-`{-~"
-READABLE = re.compile(rf"(?:^|(?<=[{_EDGE}]))[0-9A-Za-z]+(?=$|[{_EDGE}])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +164,7 @@ class IntentClassifier:
     def reading(self, text: str) -> Reading:
         """What the model would read of `text` (app.tokenizer.Reading); TOKENS without a tokenizer."""
         encoder = self.backend.encoder
-        if encoder is None or READABLE.search(text) is not None:  # the common case, in well under a microsecond
-            return Reading.TOKENS
-        return encoder.reading(text)
+        return Reading.TOKENS if encoder is None else encoder.reading(text)
 
     def unknown_words(self, decided: Decided) -> Decided:
         """The answer for a text the model read only as unknown tokens: out of scope, whatever the model said."""

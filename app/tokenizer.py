@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,20 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from app.package import PackageError, os_reason
+
+# Characters that end a word for BERT's pre-tokenizer: whitespace and ASCII punctuation.
+_EDGE = r"\s!-/:-@\[-`{-~"
+
+
+def readable_pattern(max_word_chars: int | None) -> re.Pattern[str]:
+    """A whole word of ASCII letters and digits, at most `max_word_chars` long (None: any length).
+
+    Every vocabulary served holds all ASCII alphanumerics, alone and as ## pieces, so a text with such a word has a
+    known token and needs no tokenizer call ahead of the batch (about 20 us for uncased BERT). WordPiece reads a
+    longer word as [UNK] alone, and "transfer\U0001f642" is one word, read as [UNK] too.
+    """
+    length = "+" if max_word_chars is None else f"{{1,{max_word_chars}}}"
+    return re.compile(rf"(?:^|(?<=[{_EDGE}]))[0-9A-Za-z]{length}(?=$|[{_EDGE}])")
 
 
 class Reading(enum.Enum):
@@ -48,15 +63,24 @@ class TextEncoder:
         pad_id = self.tokenizer.token_to_id(pad_token)
         if pad_id is None:
             raise PackageError(f"pad token {pad_token!r} is not in {path}")
+        # A client's "[SEP]" or "[UNK]" is text, read as its pieces: only the encoder places special tokens.
+        self.tokenizer.encode_special_tokens = True
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()  # we pad ourselves: only to the longest text of each group
         self.pad_id = pad_id
         self.max_length = max_length
         unk_token = getattr(self.tokenizer.model, "unk_token", None)  # WordPiece has one; byte-level BPE none
         self.unk_id = self.tokenizer.token_to_id(unk_token) if isinstance(unk_token, str) else None
+        self.readable = readable_pattern(getattr(self.tokenizer.model, "max_input_chars_per_word", None))
 
     def reading(self, text: str) -> Reading:
         """What the model reads of `text`: some known token, nothing at all, or only unknown tokens."""
+        if self.readable.search(text) is not None:  # the common case, in well under a microsecond
+            return Reading.TOKENS
+        return self.full_reading(text)
+
+    def full_reading(self, text: str) -> Reading:
+        """reading() from the tokenizer itself, with no shortcut."""
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
         if not ids:
             return Reading.NOTHING

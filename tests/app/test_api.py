@@ -72,10 +72,11 @@ async def test_a_text_read_only_as_unknown_tokens_is_out_of_scope(tiny_package: 
     backend = load_backend("onnx", tiny_package)
     unk = backend.encoder.unk_id
     assert unk is not None
-    for text in ("\U0001f642 \u2603", "transfer\U0001f642"):  # the premise
+    for text in ("\U0001f642 \u2603", "transfer\U0001f642", "x" * 101):  # the premise
         assert set(backend.tokenize([text]).input_ids[0, 1:-1].tolist()) == {unk}
-    # "transfer\U0001f642" is one word to WordPiece, which has no pieces for it: [UNK] alone.
-    texts = ["please transfer my money", "\U0001f642 \u2603", "transfer \U0001f642", "transfer\U0001f642"]
+    # "transfer\U0001f642" is one word to WordPiece, which has no pieces for it: [UNK] alone; so is a word over 100
+    # characters, ASCII or not.
+    texts = ["please transfer my money", "\U0001f642 \u2603", "transfer \U0001f642", "transfer\U0001f642", "x" * 101]
     async with running_app(tiny_package, "onnx", oos_threshold=0.0, cache_size=cache_size) as (client, _app):
         single = (await client.post("/classify", json={"text": texts[1]})).json()
         batch = (await client.post("/classify/batch", json={"texts": texts})).json()["results"]
@@ -84,8 +85,8 @@ async def test_a_text_read_only_as_unknown_tokens_is_out_of_scope(tiny_package: 
     assert single == again
     assert (single["intent"], single["oos"], single["fallback"] is not None) == ("oos", True, True)
     assert single["alternatives"]  # the model's guesses stay visible
-    assert [r["intent"] for r in batch] == ["transfer", "oos", "transfer", "oos"]  # a known word keeps the answer
-    assert 'intent_oos_total{reason="unknown_words"} 4.0' in metrics
+    assert [r["intent"] for r in batch] == ["transfer", "oos", "transfer", "oos", "oos"]  # known words keep theirs
+    assert 'intent_oos_total{reason="unknown_words"} 5.0' in metrics
     assert 'intent_oos_total{reason="low_confidence"} 0.0' in metrics
 
 

@@ -176,24 +176,40 @@ async def test_texts_the_tokenizer_reduces_to_nothing_are_refused(tiny_package: 
 
 
 def test_the_readable_shortcut_never_skips_a_text_the_shipped_tokenizer_reads_as_unk_alone() -> None:
-    """Texts the service does not tokenize ahead of the batch (app.service.READABLE) hold a known token."""
+    """Texts the encoder does not tokenize ahead of the batch (its `readable` shortcut) hold a known token."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
-    from tokenizers import Tokenizer
 
-    from app.service import READABLE
+    from app.tokenizer import Reading, TextEncoder
 
     root = Path(__file__).resolve().parents[2]
-    tokenizer = Tokenizer.from_file(str(root / "models" / "clinc150-minilm" / "tokenizer.json"))
-    unk = tokenizer.token_to_id("[UNK]")
-    pieces = st.sampled_from(
-        ["a", "Zq9", "transfer", " ", "\t", "-", "'", "!", "\u00e9", "\U0001f642", "\u0301", "\u5929"]
-    )
+    encoder = TextEncoder(root / "models" / "clinc150-minilm", 64)
+    # "a" * 60 twice in a row is one word of 120 letters: WordPiece reads a word over 100 characters as [UNK].
+    words = ["a", "Zq9", "transfer", "a" * 60, "[UNK]", "[SEP]"]
+    pieces = st.sampled_from([*words, " ", "\t", "-", "'", "!", "\u00e9", "\U0001f642", "\u0301", "\u5929"])
 
     @settings(max_examples=400, deadline=None)
     @given(st.lists(pieces, min_size=1, max_size=8).map("".join))
     def check(text: str) -> None:
-        if READABLE.search(text):
-            assert set(tokenizer.encode(text, add_special_tokens=False).ids) - {unk}, repr(text)
+        if encoder.readable.search(text):
+            ids = encoder.tokenizer.encode(text, add_special_tokens=False).ids
+            assert set(ids) - {encoder.unk_id}, repr(text)
+        assert encoder.reading(text) == encoder.full_reading(text), repr(text)
 
     check()
+    assert encoder.reading("a" * 101) == Reading.UNKNOWN
+    assert encoder.reading("a" * 100) == Reading.TOKENS
+
+
+def test_special_tokens_a_client_types_are_read_as_text() -> None:
+    """A typed "[PAD]" or "[SEP]" was the special token itself: the model read padding, or a second segment."""
+    from app.tokenizer import TextEncoder
+
+    root = Path(__file__).resolve().parents[2]
+    encoder = TextEncoder(root / "models" / "clinc150-minilm", 64)
+    names = ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")
+    special = {encoder.tokenizer.token_to_id(name) for name in names}
+    ids = encoder([" ".join(names) + " what is my balance"]).input_ids[0].tolist()
+    assert ids[0] == encoder.tokenizer.token_to_id("[CLS]")
+    assert ids[-1] == encoder.tokenizer.token_to_id("[SEP]")
+    assert not set(ids[1:-1]) & special, ids
