@@ -129,8 +129,11 @@ async def test_timeout_gives_504_and_drops_queued_work(manifest_only_package: Pa
     assert requests_total(metrics, "/classify", "504") == 2
 
 
-async def test_client_disconnect_while_queued_costs_no_model_time(manifest_only_package: Path) -> None:
+async def test_client_disconnect_while_queued_costs_no_model_time(
+    manifest_only_package: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Drive the ASGI app as uvicorn does: the body, then an http.disconnect message when the client leaves."""
+    caplog.set_level("INFO", logger="app")
     async with running_app(manifest_only_package, "fake", max_batch_size=1, max_wait_ms=0) as (client, app):
         backend = app.state.classifier.backend
         batcher = app.state.classifier.batcher
@@ -182,6 +185,8 @@ async def test_client_disconnect_while_queued_costs_no_model_time(manifest_only_
     assert backend.calls[base:] == [1, 1]  # held + after: the departed client's text never ran
     assert sent[0]["status"] == 499
     assert requests_total(metrics, "/classify", "499") == 1
+    closed = [r for r in caplog.records if "closed the connection before its answer" in r.getMessage()]
+    assert [r.levelname for r in closed] == ["INFO"]  # logged, apart from real errors
 
 
 async def test_failing_text_fails_only_itself(manifest_only_package: Path) -> None:
@@ -242,3 +247,36 @@ async def test_stop_signal_turns_readiness_503_while_requests_finish(manifest_on
 def test_queue_must_hold_a_full_batch_request() -> None:
     with pytest.raises(ValidationError, match=r"max_queue \(4\) must be >= max_batch_texts \(8\)"):
         Settings(max_queue=4, max_batch_texts=8)
+
+
+async def test_a_batch_that_times_out_is_logged_and_leaves_no_unretrieved_exception(
+    manifest_only_package: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancelled gather of a batch's texts held a CancelledError nobody read: asyncio logged an ERROR for it."""
+    import gc
+    import logging
+
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    settings = {"request_timeout_ms": 300, "max_batch_size": 1, "max_wait_ms": 0}
+    try:
+        with caplog.at_level(logging.INFO, logger="app"):
+            async with running_app(manifest_only_package, "fake", **settings) as (client, app):
+                backend = app.state.classifier.backend
+                backend.gate.clear()
+                texts = ["weather one", "weather two", "weather three"]
+                r = await client.post("/classify/batch", json={"texts": texts}, headers={"x-request-id": "slow-1"})
+                backend.gate.set()
+                assert (await client.post("/classify", json={"text": "weather"})).status_code == 200
+    finally:
+        gc.collect()
+        await asyncio.sleep(0.01)
+        loop.set_exception_handler(previous)
+    assert r.status_code == 504, r.text
+    assert reported == []
+    logged = [rec for rec in caplog.records if "slow-1" in rec.getMessage()]
+    assert [rec.levelname for rec in logged] == ["WARNING"]
+    assert "no answer within 300 ms" in logged[0].getMessage()
+    assert "weather" not in logged[0].getMessage()  # texts never reach the logs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -14,6 +15,7 @@ from app.batcher import InferenceError, QueueFullError
 from app.tokenizer import Reading
 from app.tracing import current_trace
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -111,6 +113,8 @@ async def run_texts(request: Request, texts: list[str], top_k: int, batch: bool 
             gone.cancel()
         if not answer.done():
             answer.cancel()
+            # A cancelled gather ends with a CancelledError of its own: read it, or asyncio logs it as an error.
+            answer.add_done_callback(_read_outcome)
         for future in futures:
             future.cancel()  # no-op for finished ones; with one failed text, the others still queued are dropped
     if answer.done() and not answer.cancelled():
@@ -128,10 +132,21 @@ async def run_texts(request: Request, texts: list[str], top_k: int, batch: bool 
         answers = classifier.answers(rows, top_k)
         trace.decision = (decided, time.time_ns(), sum(a["oos"] for a in answers))
         return answers
+    request_id = getattr(request.state, "request_id", None)
     if gone is not None and gone.done():
         # Nobody reads this answer; 499 (nginx's "client closed request") keeps it apart in the metrics.
+        logger.info(
+            "request %s: the client closed the connection before its answer (%d text(s))", request_id, len(texts)
+        )
         raise APIError(499, "client_closed", "the client closed the connection")
+    logger.warning("request %s: no answer within %g ms (%d text(s)); answered 504", request_id, timeout_ms, len(texts))
     raise APIError(504, "timeout", f"no answer within {timeout_ms:g} ms; retry later")
+
+
+def _read_outcome(future: asyncio.Future) -> None:
+    """Mark a finished future's exception as read (its texts were dropped: nobody waits for the answer)."""
+    if not future.cancelled():
+        future.exception()
 
 
 @router.post(
