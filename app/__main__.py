@@ -20,7 +20,10 @@ def main() -> int:
         where = (
             f"setting INTENT_{str(err['loc'][0]).upper()}" if err["loc"] else "settings"
         )  # no loc: a cross-field rule
-        return _fail(f"invalid {where}: {err['msg']}")
+        return _fail(f"invalid {where}: {err['msg'].removeprefix('Value error, ')}")
+    unknown = Settings.unknown_variables()
+    if unknown:  # a misspelt INTENT_API_KEY would otherwise serve an open API
+        return _fail(f"unknown setting {', '.join(unknown)}; the settings are listed in docs/configuration.md")
 
     from app.core.config import OtelSettings
     from app.tracing import Tracing, TracingError

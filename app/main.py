@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,16 @@ from app.service import IntentClassifier
 from app.tracing import Tracing
 
 logger = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether the service listens on this machine only (localhost, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 def create_app(
@@ -63,7 +74,14 @@ def create_app(
         app.state.classifier = runtime
         app.state.ready = True
         if settings.api_key is None:
-            logger.info("no INTENT_API_KEY: classify and model endpoints are open, admin endpoints disabled")
+            open_api = "classify and model endpoints are open, admin endpoints disabled"
+            if settings.open_key is not None or not is_loopback(settings.host):
+                why = settings.open_key or f"no INTENT_API_KEY and INTENT_HOST {settings.host} is not loopback"
+                logger.warning("%s: %s", why, open_api)
+            else:
+                logger.info("no INTENT_API_KEY: %s", open_api)
+        for name in Settings.unknown_variables():  # python -m app refuses them; other launchers get a warning
+            logger.warning("%s is not a setting; ignored", name)
         logger.info("ready: serving %s on backend %s", runtime.manifest.name, runtime.backend.name)
         stop_counting_refusals = count_refusals(metrics.http_refusal)  # the guard's, when it is the server's protocol
         try:

@@ -10,6 +10,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# INTENT_ variables that are not settings of the service: docker-compose.yml reads them on the host.
+NOT_SETTINGS = frozenset({"INTENT_PUBLISH_PORT"})
+
 
 class Settings(BaseSettings):
     """All runtime configuration; each field is INTENT_<NAME> in the environment."""
@@ -125,8 +128,33 @@ class Settings(BaseSettings):
     def _queue_holds_a_batch(self) -> Settings:
         # A full-size batch request must fit in an empty queue, or it could never be accepted.
         if self.max_queue < self.max_batch_texts:
-            raise ValueError(f"max_queue ({self.max_queue}) must be >= max_batch_texts ({self.max_batch_texts})")
+            raise ValueError(
+                f"INTENT_MAX_QUEUE ({self.max_queue}) must be >= INTENT_MAX_BATCH_TEXTS ({self.max_batch_texts})"
+            )
         return self
+
+    @classmethod
+    def unknown_variables(cls, environ: dict[str, str] | None = None) -> list[str]:
+        """INTENT_ variables of the environment that name no setting (a typo leaves its setting at the default)."""
+        import difflib
+
+        known = {f"INTENT_{name.upper()}" for name in cls.model_fields}
+        found = environ if environ is not None else os.environ
+        problems = []
+        for name in sorted(n for n in found if n.upper().startswith("INTENT_")):
+            if name.upper() in known or name.upper() in NOT_SETTINGS:
+                continue  # pydantic-settings reads the names in any case
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
+            problems.append(f"{name}{f' (did you mean {close[0]}?)' if close else ''}")
+        return problems
+
+    @property
+    def open_key(self) -> str | None:
+        """Why the API is open, when INTENT_API_KEY is set but blank (None when it is not set that way)."""
+        raw = os.environ.get("INTENT_API_KEY")
+        if self.api_key is None and raw is not None:
+            return "INTENT_API_KEY is set but blank: it counts as no key"
+        return None
 
     @property
     def threads_per_worker(self) -> int:

@@ -245,7 +245,7 @@ async def test_stop_signal_turns_readiness_503_while_requests_finish(manifest_on
 
 
 def test_queue_must_hold_a_full_batch_request() -> None:
-    with pytest.raises(ValidationError, match=r"max_queue \(4\) must be >= max_batch_texts \(8\)"):
+    with pytest.raises(ValidationError, match=r"INTENT_MAX_QUEUE \(4\) must be >= INTENT_MAX_BATCH_TEXTS \(8\)"):
         Settings(max_queue=4, max_batch_texts=8)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import os
@@ -175,7 +176,7 @@ def test_inconsistent_settings(tiny_package: Path) -> None:
     proc = start(tiny_package, "onnx", INTENT_MAX_QUEUE="4", INTENT_MAX_BATCH_TEXTS="8")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "intentserve: error: invalid settings: Value error, max_queue (4) must be >= max_batch_texts (8)"
+        "intentserve: error: invalid settings: INTENT_MAX_QUEUE (4) must be >= INTENT_MAX_BATCH_TEXTS (8)"
     )
 
 
@@ -312,6 +313,9 @@ def test_weights_linked_out_of_the_package_are_refused(package_copy: Path, tmp_p
     [
         ({"INTENT_LOG_LEVEL": "trace"}, "invalid setting INTENT_LOG_LEVEL: Input should be 'debug', 'info'"),
         ({"INTENT_HOST": "999.1.1.1"}, "cannot listen on 999.1.1.1:"),
+        # A misspelt key would leave the API open: refused, with the setting meant.
+        ({"INTENT_APIKEY": "s3cret"}, "unknown setting INTENT_APIKEY (did you mean INTENT_API_KEY?);"),
+        ({"intent_max_que": "8"}, "unknown setting intent_max_que (did you mean INTENT_MAX_QUEUE?)"),
     ],
 )
 def test_a_bad_setting_exits_with_one_line_before_the_model_loads(tiny_package: Path, env: dict, message: str) -> None:
@@ -321,6 +325,46 @@ def test_a_bad_setting_exits_with_one_line_before_the_model_loads(tiny_package: 
     assert len(lines) == 1, proc.stderr
     assert message in lines[0]
     assert "ready" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "level", "message"),
+    [
+        ({}, "INFO", "no INTENT_API_KEY: classify and model endpoints are open"),
+        ({"INTENT_API_KEY": "  "}, "WARNING", "INTENT_API_KEY is set but blank: it counts as no key"),
+        ({"INTENT_HOST": "0.0.0.0"}, "WARNING", "no INTENT_API_KEY and INTENT_HOST 0.0.0.0 is not loopback"),
+        ({"INTENT_HOST": "::1"}, "INFO", "no INTENT_API_KEY: classify"),
+        ({"INTENT_PUBLISH_PORT": "9000"}, "INFO", "no INTENT_API_KEY: classify"),  # compose's, on the host
+    ],
+)
+def test_an_open_api_is_a_warning_unless_it_listens_on_loopback_only(
+    tiny_package: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    env: dict,
+    level: str,
+    message: str,
+) -> None:
+    from app.main import create_app
+
+    for name in [n for n in os.environ if n.upper().startswith("INTENT_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(model_dir=tiny_package, backend="onnx")
+    app = create_app(settings)
+
+    async def start_and_stop() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
+    with caplog.at_level("INFO", logger="app"):
+        asyncio.run(start_and_stop())
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "INTENT_API_KEY" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0][0] == level
+    assert said[0][1].startswith(message)
+    assert not [r for r in caplog.records if "is not a setting" in r.getMessage()]
 
 
 def test_the_log_level_is_read_in_any_case(tiny_package: Path) -> None:
