@@ -112,7 +112,7 @@ def read_manifest(package_dir: Path) -> Manifest:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         where = f"field {loc!r}" if loc else "fields"  # a cross-field check (e.g. threshold vs score) has no loc
-        raise PackageError(f"{path}: {where}: {first['msg']}") from exc
+        raise PackageError(f"{path}: {where}: {first['msg'].removeprefix('Value error, ')}") from exc
     if manifest.oos_label not in manifest.labels:
         raise PackageError(f"{path}: oos_label {manifest.oos_label!r} is not one of the labels")
     return manifest

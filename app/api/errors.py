@@ -10,12 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.body import FASTAPI_UNPARSABLE
 from app.api.schemas import ErrorResponse
 
 logger = logging.getLogger(__name__)
 
 
-UNPARSABLE = "request body could not be parsed as JSON (it must be UTF-8 and nested less deeply)"
+UNPARSABLE = "request body could not be parsed as JSON"
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
 ERROR_DOCS: dict[int, tuple[str, dict]] = {
     400: ("body is not JSON or not a JSON object", {}),
@@ -61,7 +62,7 @@ def _describe(errors: list[dict]) -> str:
     parts = []
     for err in errors[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        parts.append(f"{loc}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")  # pydantic's prefix
     return "; ".join(parts)
 
 
@@ -78,6 +79,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(request, 400, "malformed_json", "request body is not valid JSON")
         whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
+        if any(e.get("type") == "missing" for e in whole_body):  # no body at all: nothing that could be JSON
+            return error_response(request, 400, "malformed_json", "request body is empty; send a JSON object")
         if whole_body:
             return error_response(request, 400, "invalid_body", "request body must be a JSON object")
         return error_response(request, 422, "invalid_request", _describe(errors))
@@ -85,9 +88,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
-            # FastAPI's own 400: a body its JSON parser gave up on other than by a syntax error (not UTF-8, nested
-            # past the recursion limit, an integer of more than 4300 digits).
-            return error_response(request, 400, "malformed_json", UNPARSABLE)
+            # A body that is JSON to no parser here (app.api.body says why), or one FastAPI's gave up on.
+            message = UNPARSABLE if exc.detail == FASTAPI_UNPARSABLE else str(exc.detail)
+            return error_response(request, 400, "malformed_json", message)
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
         message = exc.detail if exc.status_code < 500 else "service error"
         return error_response(request, exc.status_code, code, str(message), getattr(exc, "headers", None))

@@ -10,12 +10,12 @@ the OpenAPI document, the validation messages and every error body come from it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from app.api.body import parse_json
 from app.api.deps import check_key
 from app.api.errors import APIError
 from app.api.middleware import error_body, send_json
@@ -58,9 +58,8 @@ def _well_formed(request: Request, messages: list[dict]) -> ClassifyRequest | No
     body = b"".join(m.get("body", b"") for m in messages)
     try:
         check_key(request)  # ServiceMiddleware refused a wrong key already; this route never answers without one
-        parsed = ClassifyRequest.model_validate(json.loads(body))
-    # JSONDecodeError and UnicodeDecodeError are ValueErrors; a deeply nested body raises RecursionError.
-    except (APIError, ValueError, RecursionError, ValidationError):
+        parsed = ClassifyRequest.model_validate(parse_json(body))
+    except (APIError, ValueError, ValidationError):  # BodyError and JSONDecodeError are ValueErrors
         return None
     settings = state.settings
     if text_problem(parsed.text, settings.max_text_chars) or top_k_problem(parsed.top_k, settings.max_top_k):

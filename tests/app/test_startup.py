@@ -140,7 +140,7 @@ def test_threshold_outside_its_score_range_is_refused(package_copy: Path, tiny_p
     proc = start(package_copy, "onnx")
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith(
-        "fields: Value error, oos threshold 2.5 is outside [0, 1], the range of the 'msp' score (a probability)"
+        "fields: oos threshold 2.5 is outside [0, 1], the range of the 'msp' score (a probability)"
     )
     proc = start(tiny_package, "onnx", INTENT_OOS_THRESHOLD="1.5")
     assert proc.returncode == 2

@@ -33,7 +33,7 @@ CASES = [
     ("/classify", {"json": {"text": "hi", "top_k": 11}}, 422, "top_k: must be at most 10"),
     ("/classify", {"json": {"text": "hi", "extra": 1}}, 422, "extra: Extra inputs are not permitted"),
     ("/classify", {"json": ["text"]}, 400, "must be a JSON object"),
-    ("/classify", {"json": None}, 400, "must be a JSON object"),
+    ("/classify", {"content": b"null", "headers": {"content-type": "application/json"}}, 400, "must be a JSON object"),
     (
         "/classify",
         {"content": b'{"text": "unterminated', "headers": {"content-type": "application/json"}},
@@ -44,7 +44,7 @@ CASES = [
         "/classify",
         {"content": b"\xff\xfe\x00garbage", "headers": {"content-type": "application/json"}},
         400,
-        "not valid JSON",
+        "request body is not UTF-8 (byte 0: invalid start byte); send JSON as UTF-8",
     ),
     ("/classify", {"content": b"text=hello", "headers": {"content-type": "text/plain"}}, 400, "not valid JSON"),
     ("/classify/batch", {"json": {"texts": []}}, 422, "texts: must contain at least one text"),
@@ -54,15 +54,21 @@ CASES = [
     ("/classify/batch", {"json": {"texts": "not a list"}}, 422, "texts: Input should be a valid list"),
     ("/nope", {"json": {}}, 404, "Not Found"),
     ("/classify/", {"json": {"text": "hi"}}, 404, "Not Found"),  # no redirect to /classify
-    # JSON the parser gives up on other than by a syntax error: still a 400 malformed_json, never a 500.
+    # JSON the parser gives up on other than by a syntax error: still a 400 malformed_json, saying why, never a 500.
     *[
-        (path, {"content": body, "headers": {"content-type": "application/json"}}, 400, "could not be parsed as JSON")
-        for path, body in [
-            ("/classify", b'{"text": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
-            ("/classify/batch", b'{"texts": ["hi"], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
-            ("/classify", b'{"text": "caf\xe9"}'),
-            ("/classify/batch", b'{"texts": ["caf\xe9"]}'),
-            ("/classify", b'{"text": "hi", "top_k": ' + b"9" * 5000 + b"}"),
+        (path, {"content": body, "headers": {"content-type": "application/json"}}, 400, message)
+        for path, body, message in [
+            ("/classify", b'{"text": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+            ("/classify/batch", b'{"texts": ["hi"], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+            ("/classify", b'{"text": "caf\xe9"}', "not UTF-8 (byte 13: invalid continuation byte)"),
+            ("/classify/batch", b'{"texts": ["caf\xe9"]}', "not UTF-8 (byte 15: invalid continuation byte)"),
+            # A surrogate encoded as UTF-8 is not UTF-8; json.loads on bytes let it through as a character.
+            ("/classify", b'{"text": "\xed\xa0\x80"}', "not UTF-8 (byte 10: invalid continuation byte)"),
+            # JSON in UTF-16 with its byte-order mark: json.loads on bytes detects and reads it.
+            ("/classify", '{"text": "hi"}'.encode("utf-16"), "not UTF-8 (byte 0: invalid start byte)"),
+            ("/classify", b'{"text": "hi", "top_k": ' + b"9" * 5000 + b"}", "a number the parser refuses"),
+            ("/classify", b"", "request body is empty; send a JSON object"),
+            ("/classify/batch", b"", "request body is empty; send a JSON object"),
         ]
     ],
     # Valid JSON, but not valid Unicode: refused here rather than failing inside the tokenizer.
@@ -70,13 +76,13 @@ CASES = [
         "/classify",
         {"content": b'{"text": "weather \\ud800"}'},
         422,
-        "text: Value error, unpaired surrogate U+D800 at position 8 is not valid Unicode",
+        "text: unpaired surrogate U+D800 at position 8 is not valid Unicode",
     ),
     (
         "/classify/batch",
         {"content": b'{"texts": ["weather", "\\udfff"]}'},
         422,
-        "texts.1: Value error, unpaired surrogate U+DFFF at position 0",
+        "texts.1: unpaired surrogate U+DFFF at position 0",
     ),
 ]
 

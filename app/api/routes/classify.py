@@ -8,6 +8,7 @@ import time
 
 from fastapi import APIRouter, Depends, Request
 
+from app.api.body import JSONRoute
 from app.api.deps import get_classifier, require_key
 from app.api.errors import APIError, errors
 from app.api.schemas import BatchRequest, BatchResponse, ClassifyRequest, ClassifyResponse, is_blank
@@ -16,7 +17,7 @@ from app.tokenizer import Reading
 from app.tracing import current_trace
 
 logger = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(route_class=JSONRoute)
 
 
 def text_problem(text: str, max_chars: int, where: str = "text") -> str | None:

@@ -6,6 +6,7 @@ import logging
 
 from fastapi import APIRouter, Depends, Request
 
+from app.api.body import JSONRoute
 from app.api.deps import get_classifier, require_admin, require_key
 from app.api.errors import APIError, errors
 from app.api.schemas import ModelInfo, ReloadRequest, ReloadResponse
@@ -15,7 +16,7 @@ from app.reload import ReloadBusyError, reload_classifier
 from app.service import IntentClassifier
 
 logger = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(route_class=JSONRoute)
 
 
 def _model_info(classifier: IntentClassifier, settings: Settings) -> dict:
