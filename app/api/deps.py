@@ -31,9 +31,14 @@ def key_matches(settings: Settings, authorization: str) -> bool:
     return hmac.compare_digest(_digest(given), _digest(key.get_secret_value().encode()))
 
 
+def one_header(values: list[str]) -> str:
+    """The Authorization value when exactly one was sent; "" for several (which one counts would be a guess)."""
+    return values[0] if len(values) == 1 else ""
+
+
 def check_key(request: Request) -> None:
     """401 unless the service has no key or `Authorization: Bearer <key>` carries it (one message for any failure)."""
-    if not key_matches(request.app.state.settings, request.headers.get("authorization", "")):
+    if not key_matches(request.app.state.settings, one_header(request.headers.getlist("authorization"))):
         raise APIError(401, "unauthorized", UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from app.api.deps import UNAUTHORIZED, key_matches
+from app.api.deps import UNAUTHORIZED, key_matches, one_header
 from app.core.logs import request_id_var
 from app.metrics import Metrics
 from app.tracing import Tracing, current_trace
@@ -199,8 +199,8 @@ class ServiceMiddleware:
         settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
         if settings is None or settings.api_key is None:
             return True  # no key to check (or no app state: the route's own check runs)
-        authorization = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"")
-        return key_matches(settings, authorization.decode("latin-1"))
+        sent = [v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"]
+        return key_matches(settings, one_header(sent))
 
     async def _reject_unauthorized(self, send: Send, request_id: str) -> None:
         body = error_body(request_id, "unauthorized", UNAUTHORIZED)

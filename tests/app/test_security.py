@@ -30,6 +30,10 @@ BAD_CREDENTIALS = [
     {"authorization": KEY.encode()},
     {"authorization": "Bearer "},
     {"authorization": b"Bearer \xff\xfe\x80"},  # bytes that are not valid UTF-8
+    # Two keys: whichever one counted would be a guess, and a proxy may read the other.
+    [(b"authorization", f"Bearer {KEY}".encode()), (b"authorization", b"Bearer wrong")],
+    [(b"authorization", b"Bearer wrong"), (b"authorization", f"Bearer {KEY}".encode())],
+    [(b"authorization", f"Bearer {KEY}".encode()), (b"authorization", f"Bearer {KEY}".encode())],
 ]
 
 
