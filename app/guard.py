@@ -247,6 +247,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Head done: switch to the body clock; refuse a request beyond the pipelining depth before queueing it."""
         self.in_head = False
         self.head_bytes = 0
+        if self.parser.get_http_version() not in ("1.0", "1.1"):  # httptools takes any digit.digit
+            raise _RefuseError  # no refusal set: data_received answers it as input that is not HTTP/1.1
         busy = self.cycle is not None and not self.cycle.response_complete
         if busy and len(self.pipeline) >= self.limits.max_pipelined:
             _warn_pipeline(self.limits.max_pipelined)

@@ -388,6 +388,17 @@ def test_invalid_input_is_answered_400_after_the_valid_requests_before_it(
     assert "unhandled error" not in logged, logged[-2000:]
 
 
+def test_a_request_line_of_another_http_version_is_invalid_input(tiny_package: Path, tmp_path: Path) -> None:
+    """httptools parses any digit.digit version; HTTP/2.0 and 3.0 on an HTTP/1 connection were answered 200."""
+    valid = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    answer, _, logged = one_write(tiny_package, tmp_path, valid + b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n")
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"400"], answer
+    assert b'"code": "invalid_http"' in answer
+    assert "Traceback" not in logged
+    old, _, _ = one_write(tiny_package, tmp_path, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", old) == [b"200"], old  # HTTP/1.0 is still HTTP/1
+
+
 @pytest.mark.parametrize("before", [0, 1], ids=["in-progress", "queued"])
 def test_a_body_cut_short_by_invalid_input_gets_400_and_the_request_is_dropped(
     before: int, tiny_package: Path, tmp_path: Path
