@@ -107,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
     if args.distill_from is not None and not (Path(args.distill_from) / "manifest.json").is_file():
         raise SystemExit(f"prune: no teacher package at {args.distill_from} (--teacher)")
     cfg = config_from_args(args)
+    # Before the pruning run, not after; never over (or inside) the package pruned or the teacher.
+    check_output_dir(cfg.output_dir, args.model, args.distill_from)
     try:
         cfg.validate()
     except ValueError as exc:  # a setting out of range: usage and exit code 2, as for every command
         raise UsageError(str(exc)) from None
-    # Before the pruning run, not after; never over (or inside) the package pruned or the teacher.
-    check_output_dir(cfg.output_dir, args.model, args.distill_from)
     data = data_from_args(args, *(Path(p) for p in (args.model, args.distill_from) if p is not None))
     package = prune(cfg, data)
     if not args.no_finish:
