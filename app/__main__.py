@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 def main() -> int:
     """Load settings and model up front so a bad package exits with one clear line."""
-    from app.core.config import Settings
+    from app.core.config import Settings, error_message
     from app.package import PackageError
 
     try:
@@ -20,7 +20,7 @@ def main() -> int:
         where = (
             f"setting INTENT_{str(err['loc'][0]).upper()}" if err["loc"] else "settings"
         )  # no loc: a cross-field rule
-        return _fail(f"invalid {where}: {err['msg'].removeprefix('Value error, ')}")
+        return _fail(f"invalid {where}: {error_message(err)}")
     unknown = Settings.unknown_variables()
     if unknown:  # a misspelt INTENT_API_KEY would otherwise serve an open API
         return _fail(f"unknown setting {', '.join(unknown)}; the settings are listed in docs/configuration.md")

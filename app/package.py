@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from app.backends.registry import REGISTRY
+from app.core.config import error_message
 from app.decision import DEFAULT_OOS_LABEL, OosScore, check_threshold
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def read_manifest(package_dir: Path) -> Manifest:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         where = f"field {loc!r}" if loc else "fields"  # a cross-field check (e.g. threshold vs score) has no loc
-        raise PackageError(f"{path}: {where}: {first['msg'].removeprefix('Value error, ')}") from exc
+        raise PackageError(f"{path}: {where}: {error_message(first)}") from exc
     if manifest.oos_label not in manifest.labels:
         raise PackageError(f"{path}: oos_label {manifest.oos_label!r} is not one of the labels")
     return manifest

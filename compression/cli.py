@@ -45,7 +45,7 @@ def add_global_options(parser: argparse.ArgumentParser, defaults: bool = True, d
 
     group.add_argument(
         "--data",
-        default=default(None),
+        default=default(DATA_OPTIONS["data"]),
         help=described(
             "CSV or JSONL file of text,label[,split] (your own intents), a CLINC150 oos-eval JSON or an HF dataset "
             "name (default: the local CLINC150 file if present)"
@@ -53,7 +53,7 @@ def add_global_options(parser: argparse.ArgumentParser, defaults: bool = True, d
     )
     group.add_argument(
         "--oos-label",
-        default=default(DEFAULT_OOS_LABEL),
+        default=default(DATA_OPTIONS["oos_label"]),
         help=described(
             "the out-of-scope label, the service's fallback answer; data without such rows still gets it as a "
             f"class (default: {DEFAULT_OOS_LABEL})"
@@ -62,7 +62,7 @@ def add_global_options(parser: argparse.ArgumentParser, defaults: bool = True, d
     group.add_argument(
         "--domains",
         type=Path,
-        default=default(None),
+        default=default(DATA_OPTIONS["domains"]),
         help=described(
             'JSON {"domain": [intents]} named in the fallback message (default: CLINC150\'s domains.json for '
             "CLINC150, else none: a generic message)"

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.body import FASTAPI_UNPARSABLE
 from app.api.schemas import ErrorResponse
+from app.core.config import error_message
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _describe(errors: list[dict]) -> str:
     parts = []
     for err in errors[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")  # pydantic's prefix
+        parts.append(f"{loc}: {error_message(err)}")
     return "; ".join(parts)
 
 

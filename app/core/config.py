@@ -10,6 +10,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+
+def error_message(error: dict) -> str:
+    """A pydantic validation error's message, without the "Value error, " it puts before a validator's own."""
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
 # INTENT_ variables that are not settings of the service: docker-compose.yml reads them on the host.
 NOT_SETTINGS = frozenset({"INTENT_PUBLISH_PORT"})
 

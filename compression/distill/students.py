@@ -91,15 +91,20 @@ def make_student(cfg: DistillConfig, teacher: Any, tokenizer: Any, labels: list[
     return student
 
 
-def check_student_layers(cfg: DistillConfig) -> None:
-    """Refuse --student-layers beyond the base-model student's depth now, not after the teacher's pass."""
-    if not cfg.student_layers or subset_layers(cfg.student) is not None:
-        return
+def student_config(student_id: str) -> Any:
+    """The transformers config of a base-model or package student (an HF id, a known name or a folder)."""
     from transformers import AutoConfig
 
     from compression.base_models import resolve_base_model
 
-    depth = AutoConfig.from_pretrained(resolve_base_model(cfg.student)).num_hidden_layers
+    return AutoConfig.from_pretrained(resolve_base_model(student_id))
+
+
+def check_student_layers(cfg: DistillConfig) -> None:
+    """Refuse --student-layers beyond the base-model student's depth now, not after the teacher's pass."""
+    if not cfg.student_layers or subset_layers(cfg.student) is not None:
+        return
+    depth = student_config(cfg.student).num_hidden_layers
     beyond = [i for i in parse_layers(cfg.student_layers) if i >= depth]
     if beyond:
         raise ValueError(f"--student-layers {cfg.student_layers}: the student {cfg.student} has layers 0-{depth - 1}")
@@ -107,11 +112,7 @@ def check_student_layers(cfg: DistillConfig) -> None:
 
 def check_label_order(student_id: str, labels: list[str]) -> None:
     """Refuse a trained student (local package or HF id) whose head rows are the teacher's labels reordered."""
-    from transformers import AutoConfig
-
-    from compression.base_models import resolve_base_model
-
-    id2label = AutoConfig.from_pretrained(resolve_base_model(student_id)).id2label
+    id2label = student_config(student_id).id2label
     own = [id2label[i] for i in range(len(id2label))]
     if sorted(own) == sorted(labels) and own != labels:
         raise ValueError(

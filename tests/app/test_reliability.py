@@ -256,12 +256,15 @@ async def test_a_batch_that_times_out_is_logged_and_leaves_no_unretrieved_except
     import gc
     import logging
 
+    from app.core.logs import RequestIdFilter
+
     loop = asyncio.get_running_loop()
     reported: list[str] = []
     previous = loop.get_exception_handler()
     loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
     settings = {"request_timeout_ms": 300, "max_batch_size": 1, "max_wait_ms": 0}
     try:
+        caplog.handler.addFilter(RequestIdFilter())  # as the service's log handler: the request id on each record
         with caplog.at_level(logging.INFO, logger="app"):
             async with running_app(manifest_only_package, "fake", **settings) as (client, app):
                 backend = app.state.classifier.backend
@@ -276,7 +279,7 @@ async def test_a_batch_that_times_out_is_logged_and_leaves_no_unretrieved_except
         loop.set_exception_handler(previous)
     assert r.status_code == 504, r.text
     assert reported == []
-    logged = [rec for rec in caplog.records if "slow-1" in rec.getMessage()]
+    logged = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "slow-1"]
     assert [rec.levelname for rec in logged] == ["WARNING"]
     assert "no answer within 300 ms" in logged[0].getMessage()
     assert "weather" not in logged[0].getMessage()  # texts never reach the logs

@@ -133,14 +133,12 @@ async def run_texts(request: Request, texts: list[str], top_k: int, batch: bool 
         answers = classifier.answers(rows, top_k)
         trace.decision = (decided, time.time_ns(), sum(a["oos"] for a in answers))
         return answers
-    request_id = getattr(request.state, "request_id", None)
+    # The log format adds the request id (app.core.logs): the messages need not.
     if gone is not None and gone.done():
         # Nobody reads this answer; 499 (nginx's "client closed request") keeps it apart in the metrics.
-        logger.info(
-            "request %s: the client closed the connection before its answer (%d text(s))", request_id, len(texts)
-        )
+        logger.info("the client closed the connection before its answer (%d text(s))", len(texts))
         raise APIError(499, "client_closed", "the client closed the connection")
-    logger.warning("request %s: no answer within %g ms (%d text(s)); answered 504", request_id, timeout_ms, len(texts))
+    logger.warning("no answer within %g ms (%d text(s)); answered 504", timeout_ms, len(texts))
     raise APIError(504, "timeout", f"no answer within {timeout_ms:g} ms; retry later")
 
 

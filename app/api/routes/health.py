@@ -5,11 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.body import JSONRoute
 from app.api.deps import get_classifier, require_metrics_key
 from app.api.errors import APIError, errors
 
-router = APIRouter(route_class=JSONRoute)
+router = APIRouter()
 
 
 # HEAD too, for load balancers and uptime checks that probe with it; GET alone documents the answer.
